@@ -1,1 +1,28 @@
-//! placeholder
+//! The chat wire protocol: the only crate that knows the JSON shape.
+//!
+//! Every frame is a text frame holding `{"event": "...", "data": {...}}`.
+//! Clients send [`ClientEvent`]s, parsed and validated by [`parse_client_frame`];
+//! the server answers with [`ServerEvent`]s, encoded once by
+//! [`ServerEvent::to_frame`] and shared byte-for-byte with every recipient.
+//!
+//! # Layout
+//! - [`client`]: parsing and validating what clients send.
+//! - [`server`]: the events the server sends and their encoding.
+//! - [`error`]: machine-readable error codes and the protocol error type.
+//! - [`limits`]: the configurable bounds that validation enforces.
+//! - [`time`]: timestamps in the format of JavaScript's `toISOString()`.
+//!
+//! Unknown fields in client data are ignored so that newer clients keep
+//! working against older servers; unknown events are rejected with
+//! `unknown_event` so that typos are visible.
+
+pub mod client;
+pub mod error;
+pub mod limits;
+pub mod server;
+pub mod time;
+
+pub use client::{parse_client_frame, ClientEvent, RoomId};
+pub use error::{ErrorCode, ProtoError};
+pub use limits::ProtoLimits;
+pub use server::{ChatMessage, ServerEvent};

@@ -1,0 +1,265 @@
+//! Parsing and validating client frames.
+//!
+//! Parsing happens in two steps so that every failure maps to a precise
+//! error code: first the envelope (`event` + raw `data`), then the event's
+//! own fields. Fields are read leniently (a wrong type is captured, not a
+//! parse failure) so the error names the field at fault.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::{ErrorCode, ProtoError};
+use crate::limits::ProtoLimits;
+
+/// A validated room id: 1..=max characters of `[A-Za-z0-9_.:-]`.
+/// Cheap to clone, since rooms are named in every delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(Arc<str>);
+
+impl RoomId {
+    pub fn parse(raw: &str, limits: &ProtoLimits) -> Result<RoomId, ProtoError> {
+        let valid_chars = raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+        if raw.is_empty() || raw.len() > limits.max_room_id_chars || !valid_chars {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidRoom,
+                format!(
+                    "roomId must be 1-{} characters of A-Z a-z 0-9 _ . : -",
+                    limits.max_room_id_chars
+                ),
+            ));
+        }
+        Ok(RoomId(Arc::from(raw)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a client asks for, after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    Join {
+        room_id: RoomId,
+        /// Recover every message with a greater `seq` after joining.
+        since: Option<u64>,
+    },
+    Leave {
+        room_id: RoomId,
+    },
+    Message {
+        room_id: RoomId,
+        /// Trimmed, non-empty, within the length limit.
+        message: String,
+        /// The client's display name, trimmed and shortened; `None` if blank.
+        username: Option<String>,
+    },
+    Typing {
+        room_id: RoomId,
+        username: Option<String>,
+        is_typing: bool,
+    },
+    History {
+        room_id: RoomId,
+        /// Only messages with a smaller `seq`; `None` means the newest.
+        before: Option<u64>,
+        limit: u32,
+    },
+}
+
+impl ClientEvent {
+    /// The event name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientEvent::Join { .. } => "chat.join",
+            ClientEvent::Leave { .. } => "chat.leave",
+            ClientEvent::Message { .. } => "chat.message",
+            ClientEvent::Typing { .. } => "chat.typing",
+            ClientEvent::History { .. } => "chat.history",
+        }
+    }
+}
+
+/// A field that may hold a value of the wrong type; we want to say which
+/// field is wrong instead of failing the whole frame with serde's message.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Loose<T> {
+    Valid(T),
+    Invalid(IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    event: Option<Loose<String>>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct RawData {
+    room_id: Option<Loose<String>>,
+    message: Option<Loose<String>>,
+    username: Option<Loose<String>>,
+    is_typing: Option<Loose<bool>>,
+    since: Option<Loose<u64>>,
+    before: Option<Loose<u64>>,
+    limit: Option<Loose<u64>>,
+}
+
+fn invalid_format(message: impl Into<String>) -> ProtoError {
+    ProtoError::new(ErrorCode::InvalidFormat, message)
+}
+
+/// Parses one text frame into a validated event.
+pub fn parse_client_frame(text: &str, limits: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+    let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|_| {
+        invalid_format("Invalid message format: expected a JSON object {\"event\", \"data\"}")
+    })?;
+    let event = match envelope.event {
+        Some(Loose::Valid(name)) => name,
+        _ => return Err(invalid_format("event must be a string")),
+    };
+    let known = matches!(
+        event.as_ref(),
+        "chat.join" | "chat.leave" | "chat.message" | "chat.typing" | "chat.history"
+    );
+    if !known {
+        return Err(ProtoError::new(
+            ErrorCode::UnknownEvent,
+            format!("Unknown event: {}", truncate_chars(&event, 64)),
+        ));
+    }
+    let data: RawData = match envelope.data {
+        Some(raw) if raw.get().trim_start().starts_with('{') => serde_json::from_str(raw.get())
+            .map_err(|_| invalid_format("data must be a JSON object"))?,
+        _ => return Err(invalid_format("data must be a JSON object")),
+    };
+    let room_id = room_id(data.room_id, limits)?;
+    match event.as_ref() {
+        "chat.join" => Ok(ClientEvent::Join {
+            room_id,
+            since: optional_u64(data.since, "since")?,
+        }),
+        "chat.leave" => Ok(ClientEvent::Leave { room_id }),
+        "chat.message" => Ok(ClientEvent::Message {
+            room_id,
+            message: message_text(data.message, limits)?,
+            username: username(data.username, limits)?,
+        }),
+        "chat.typing" => Ok(ClientEvent::Typing {
+            room_id,
+            username: username(data.username, limits)?,
+            is_typing: match data.is_typing {
+                Some(Loose::Valid(flag)) => flag,
+                _ => return Err(invalid_format("isTyping must be true or false")),
+            },
+        }),
+        _ => Ok(ClientEvent::History {
+            room_id,
+            before: optional_u64(data.before, "before")?,
+            limit: history_limit(data.limit, limits)?,
+        }),
+    }
+}
+
+fn room_id(field: Option<Loose<String>>, limits: &ProtoLimits) -> Result<RoomId, ProtoError> {
+    match field {
+        Some(Loose::Valid(raw)) => RoomId::parse(&raw, limits),
+        _ => Err(ProtoError::new(
+            ErrorCode::InvalidRoom,
+            "roomId is required and must be a string",
+        )),
+    }
+}
+
+fn message_text(field: Option<Loose<String>>, limits: &ProtoLimits) -> Result<String, ProtoError> {
+    let raw = match field {
+        Some(Loose::Valid(raw)) => raw,
+        _ => {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidMessage,
+                "message is required and must be a string",
+            ))
+        }
+    };
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(ProtoError::new(
+            ErrorCode::InvalidMessage,
+            "message must not be empty",
+        ));
+    }
+    if trimmed.chars().count() > limits.max_message_chars {
+        return Err(ProtoError::new(
+            ErrorCode::MessageTooLong,
+            format!(
+                "message must be at most {} characters",
+                limits.max_message_chars
+            ),
+        ));
+    }
+    Ok(if trimmed.len() == raw.len() {
+        raw
+    } else {
+        trimmed.to_owned()
+    })
+}
+
+fn username(
+    field: Option<Loose<String>>,
+    limits: &ProtoLimits,
+) -> Result<Option<String>, ProtoError> {
+    match field {
+        None => Ok(None),
+        Some(Loose::Valid(raw)) => Ok(display_name(&raw, limits.max_username_chars)),
+        Some(Loose::Invalid(_)) => Err(invalid_format("username must be a string")),
+    }
+}
+
+/// Trims a display name and shortens it to `max_chars`; blank means none.
+pub fn display_name(raw: &str, max_chars: usize) -> Option<String> {
+    let trimmed = raw.trim();
+    (!trimmed.is_empty()).then(|| truncate_chars(trimmed, max_chars).to_owned())
+}
+
+fn truncate_chars(text: &str, max_chars: usize) -> &str {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    }
+}
+
+fn optional_u64(field: Option<Loose<u64>>, name: &str) -> Result<Option<u64>, ProtoError> {
+    match field {
+        None => Ok(None),
+        Some(Loose::Valid(value)) => Ok(Some(value)),
+        Some(Loose::Invalid(_)) => Err(invalid_format(format!(
+            "{name} must be a non-negative integer"
+        ))),
+    }
+}
+
+fn history_limit(field: Option<Loose<u64>>, limits: &ProtoLimits) -> Result<u32, ProtoError> {
+    let max = limits.max_history_limit;
+    match field {
+        None => Ok(limits.default_history_limit.min(max)),
+        Some(Loose::Valid(n)) if (1..=u64::from(max)).contains(&n) => Ok(n as u32),
+        _ => Err(invalid_format(format!(
+            "limit must be an integer from 1 to {max}"
+        ))),
+    }
+}

@@ -1,0 +1,170 @@
+//! Events the server sends. Each is encoded once into a frame whose bytes
+//! are shared by every recipient.
+
+use std::sync::Arc;
+
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
+
+use crate::error::ErrorCode;
+use crate::time::iso_millis;
+
+/// A chat message as stored and delivered. Its JSON form is the `data` of a
+/// `chat.message` event and the items of a `chat.history` page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub id: String,
+    pub seq: u64,
+    pub room_id: String,
+    pub user_id: Arc<str>,
+    pub username: Arc<str>,
+    pub message: String,
+    pub timestamp_ms: i64,
+}
+
+impl Serialize for ChatMessage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // The seed's field order first, additions after it.
+        let mut data = serializer.serialize_struct("ChatMessage", 7)?;
+        data.serialize_field("roomId", &self.room_id)?;
+        data.serialize_field("userId", &*self.user_id)?;
+        data.serialize_field("username", &*self.username)?;
+        data.serialize_field("message", &self.message)?;
+        data.serialize_field("timestamp", &iso_millis(self.timestamp_ms))?;
+        data.serialize_field("id", &self.id)?;
+        data.serialize_field("seq", &self.seq)?;
+        data.end()
+    }
+}
+
+/// Everything the server can say to a client, in the `{event, data}` envelope.
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", content = "data")]
+pub enum ServerEvent<'a> {
+    #[serde(rename = "chat.joined", rename_all = "camelCase")]
+    Joined {
+        room_id: &'a str,
+        last_seq: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+    },
+    #[serde(rename = "chat.userJoined", rename_all = "camelCase")]
+    UserJoined { user_id: &'a str, room_id: &'a str },
+    #[serde(rename = "chat.userLeft", rename_all = "camelCase")]
+    UserLeft { user_id: &'a str, room_id: &'a str },
+    #[serde(rename = "chat.message")]
+    Message(&'a ChatMessage),
+    #[serde(rename = "chat.typing", rename_all = "camelCase")]
+    Typing {
+        user_id: &'a str,
+        username: &'a str,
+        is_typing: bool,
+        room_id: &'a str,
+    },
+    #[serde(rename = "chat.system", rename_all = "camelCase")]
+    System {
+        room_id: &'a str,
+        message: &'a str,
+        /// Already rendered with [`crate::time::iso_millis`].
+        timestamp: &'a str,
+    },
+    #[serde(rename = "chat.history", rename_all = "camelCase")]
+    History {
+        room_id: &'a str,
+        messages: &'a [ChatMessage],
+        has_more: bool,
+    },
+    #[serde(rename = "error")]
+    Error { message: &'a str, code: ErrorCode },
+}
+
+impl ServerEvent<'_> {
+    /// The frame's text. Serializing these types cannot fail: every map key
+    /// is a string and no custom serializer returns an error.
+    pub fn to_frame(&self) -> String {
+        serde_json::to_string(self).expect("server events always serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn parsed(event: ServerEvent<'_>) -> Value {
+        serde_json::from_str(&event.to_frame()).unwrap()
+    }
+
+    #[test]
+    fn message_event_has_seed_fields_and_additions() {
+        let message = ChatMessage {
+            id: "m1".into(),
+            seq: 7,
+            room_id: "room123".into(),
+            user_id: "123".into(),
+            username: "John".into(),
+            message: "Hello world!".into(),
+            timestamp_ms: 1_763_373_600_000,
+        };
+        assert_eq!(
+            parsed(ServerEvent::Message(&message)),
+            json!({"event": "chat.message", "data": {
+                "roomId": "room123", "userId": "123", "username": "John",
+                "message": "Hello world!", "timestamp": "2025-11-17T10:00:00.000Z",
+                "id": "m1", "seq": 7}})
+        );
+    }
+
+    #[test]
+    fn joined_omits_recovered_unless_asked() {
+        let plain = ServerEvent::Joined {
+            room_id: "r",
+            last_seq: 3,
+            recovered: None,
+        };
+        assert_eq!(
+            parsed(plain),
+            json!({"event": "chat.joined", "data": {"roomId": "r", "lastSeq": 3}})
+        );
+        let recovered = ServerEvent::Joined {
+            room_id: "r",
+            last_seq: 3,
+            recovered: Some(true),
+        };
+        assert_eq!(parsed(recovered)["data"]["recovered"], json!(true));
+    }
+
+    #[test]
+    fn error_carries_message_and_code() {
+        let frame = ServerEvent::Error {
+            message: "Invalid message format",
+            code: ErrorCode::InvalidFormat,
+        };
+        assert_eq!(
+            parsed(frame),
+            json!({"event": "error", "data": {"message": "Invalid message format", "code": "invalid_format"}})
+        );
+    }
+
+    #[test]
+    fn typing_and_presence_events() {
+        let typing = ServerEvent::Typing {
+            user_id: "1",
+            username: "Ann",
+            is_typing: true,
+            room_id: "r",
+        };
+        assert_eq!(
+            parsed(typing),
+            json!({"event": "chat.typing", "data": {"userId": "1", "username": "Ann", "isTyping": true, "roomId": "r"}})
+        );
+        let left = ServerEvent::UserLeft {
+            user_id: "1",
+            room_id: "r",
+        };
+        assert_eq!(
+            parsed(left),
+            json!({"event": "chat.userLeft", "data": {"userId": "1", "roomId": "r"}})
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! Every shape of bad input maps to a precise error code.
+
+use chat_proto::{parse_client_frame, ClientEvent, ErrorCode, ProtoLimits};
+
+fn code_of(frame: &str) -> ErrorCode {
+    parse_client_frame(frame, &ProtoLimits::default())
+        .expect_err(frame)
+        .code
+}
+
+fn parse(frame: &str) -> ClientEvent {
+    parse_client_frame(frame, &ProtoLimits::default()).expect(frame)
+}
+
+#[test]
+fn seed_examples_parse() {
+    assert!(matches!(
+        parse(r#"{"event":"chat.join","data":{"roomId":"room123"}}"#),
+        ClientEvent::Join { since: None, .. }
+    ));
+    assert!(matches!(
+        parse(r#"{"event":"chat.leave","data":{"roomId":"room123"}}"#),
+        ClientEvent::Leave { .. }
+    ));
+    match parse(
+        r#"{"event":"chat.message","data":{"roomId":"room123","message":"Hello world!","username":"John"}}"#,
+    ) {
+        ClientEvent::Message {
+            room_id,
+            message,
+            username,
+        } => {
+            assert_eq!(room_id.as_str(), "room123");
+            assert_eq!(message, "Hello world!");
+            assert_eq!(username.as_deref(), Some("John"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        parse(r#"{"event":"chat.typing","data":{"roomId":"room123","username":"John","isTyping":true}}"#),
+        ClientEvent::Typing { is_typing: true, .. }
+    ));
+}
+
+#[test]
+fn structural_errors_are_invalid_format() {
+    for frame in [
+        "not json",
+        "[]",
+        "[1,2]",
+        "42",
+        "null",
+        r#""chat.join""#,
+        r#"{"data":{"roomId":"r"}}"#,
+        r#"{"event":7,"data":{"roomId":"r"}}"#,
+        r#"{"event":"chat.join"}"#,
+        r#"{"event":"chat.join","data":"r"}"#,
+        r#"{"event":"chat.join","data":["r"]}"#,
+        r#"{"event":"chat.join","data":{"roomId":"r","since":-1}}"#,
+        r#"{"event":"chat.join","data":{"roomId":"r","since":"5"}}"#,
+        r#"{"event":"chat.typing","data":{"roomId":"r"}}"#,
+        r#"{"event":"chat.typing","data":{"roomId":"r","isTyping":"yes"}}"#,
+        r#"{"event":"chat.message","data":{"roomId":"r","message":"hi","username":5}}"#,
+        r#"{"event":"chat.history","data":{"roomId":"r","limit":0}}"#,
+        r#"{"event":"chat.history","data":{"roomId":"r","limit":101}}"#,
+        r#"{"event":"chat.history","data":{"roomId":"r","before":1.5}}"#,
+    ] {
+        assert_eq!(code_of(frame), ErrorCode::InvalidFormat, "{frame}");
+    }
+}
+
+#[test]
+fn unknown_events_are_named() {
+    let err = parse_client_frame(
+        r#"{"event":"chat.explode","data":{}}"#,
+        &ProtoLimits::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.code, ErrorCode::UnknownEvent);
+    assert!(err.message.contains("chat.explode"));
+}
+
+#[test]
+fn room_ids_are_validated() {
+    let long = "a".repeat(129);
+    for room in ["", "has space", "emoji😀", "slash/room", &long] {
+        let frame = serde_json::json!({"event": "chat.join", "data": {"roomId": room}}).to_string();
+        assert_eq!(code_of(&frame), ErrorCode::InvalidRoom, "{room}");
+    }
+    assert_eq!(
+        code_of(r#"{"event":"chat.join","data":{"roomId":5}}"#),
+        ErrorCode::InvalidRoom
+    );
+    assert_eq!(
+        code_of(r#"{"event":"chat.join","data":{}}"#),
+        ErrorCode::InvalidRoom
+    );
+    let max = "a".repeat(128);
+    let frame = serde_json::json!({"event": "chat.join", "data": {"roomId": format!("{}", max)}});
+    parse(&frame.to_string());
+    parse(r#"{"event":"chat.join","data":{"roomId":"A-z_0.9:x"}}"#);
+}
+
+#[test]
+fn message_text_is_trimmed_and_bounded() {
+    assert_eq!(
+        code_of(r#"{"event":"chat.message","data":{"roomId":"r","message":"   "}}"#),
+        ErrorCode::InvalidMessage
+    );
+    assert_eq!(
+        code_of(r#"{"event":"chat.message","data":{"roomId":"r"}}"#),
+        ErrorCode::InvalidMessage
+    );
+    assert_eq!(
+        code_of(r#"{"event":"chat.message","data":{"roomId":"r","message":{"a":1}}}"#),
+        ErrorCode::InvalidMessage
+    );
+    let at_limit = "é".repeat(4000);
+    let frame = serde_json::json!({"event": "chat.message", "data": {"roomId": "r", "message": format!("  {at_limit}  ")}});
+    match parse(&frame.to_string()) {
+        ClientEvent::Message { message, .. } => assert_eq!(message, at_limit),
+        other => panic!("{other:?}"),
+    }
+    let over = "x".repeat(4001);
+    let frame = serde_json::json!({"event": "chat.message", "data": {"roomId": "r", "message": over}});
+    assert_eq!(code_of(&frame.to_string()), ErrorCode::MessageTooLong);
+}
+
+#[test]
+fn usernames_are_trimmed_and_shortened() {
+    let long = "李".repeat(80);
+    let frame = serde_json::json!({"event": "chat.message", "data": {"roomId": "r", "message": "hi", "username": format!(" {long} ")}});
+    match parse(&frame.to_string()) {
+        ClientEvent::Message { username, .. } => {
+            assert_eq!(username.unwrap().chars().count(), 64)
+        }
+        other => panic!("{other:?}"),
+    }
+    match parse(r#"{"event":"chat.message","data":{"roomId":"r","message":"hi","username":"  "}}"#) {
+        ClientEvent::Message { username, .. } => assert_eq!(username, None),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn recovery_and_history_fields() {
+    assert_eq!(
+        parse(r#"{"event":"chat.join","data":{"roomId":"r","since":12}}"#),
+        ClientEvent::Join {
+            room_id: chat_proto::RoomId::parse("r", &ProtoLimits::default()).unwrap(),
+            since: Some(12)
+        }
+    );
+    match parse(r#"{"event":"chat.history","data":{"roomId":"r"}}"#) {
+        ClientEvent::History { before, limit, .. } => {
+            assert_eq!(before, None);
+            assert_eq!(limit, 50);
+        }
+        other => panic!("{other:?}"),
+    }
+    match parse(r#"{"event":"chat.history","data":{"roomId":"r","before":9,"limit":100}}"#) {
+        ClientEvent::History { before, limit, .. } => {
+            assert_eq!(before, Some(9));
+            assert_eq!(limit, 100);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn unknown_fields_are_ignored() {
+    parse(r#"{"event":"chat.join","data":{"roomId":"r","extra":[1,2,{"x":null}]},"id":5}"#);
+}

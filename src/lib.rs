@@ -1,0 +1,49 @@
+//! Shared plumbing for the thin binaries in `src/bin/`: logging setup and the
+//! shutdown signal. Everything with behaviour lives in the library crates
+//! under `crates/`; the binaries only parse settings, bind sockets and call
+//! their library's `run(listener, config, shutdown)`.
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global tracing subscriber. `RUST_LOG` sets the filter
+/// (default `info`); `json` switches to one JSON object per line for log
+/// shippers.
+pub fn init_tracing(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+/// Whether logs should be JSON lines: `LOG_FORMAT=json`.
+pub fn json_logs_requested() -> bool {
+    std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"))
+}
