@@ -1,0 +1,155 @@
+'use strict';
+// Shared plumbing for the browser tests: the all-in-one server, Debian's Chromium, logged-in pages.
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+const { chromium } = require('playwright-core');
+
+const REPO_ROOT = path.resolve(__dirname, '..', '..');
+const CHAT_BIN = process.env.CHAT_BIN || path.join(REPO_ROOT, 'target', 'debug', 'chat');
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const ARTIFACTS = path.join(__dirname, 'artifacts');
+const INTERNAL_API_KEY = 'browser-e2e-internal-key';
+const STARTUP_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 10_000;
+const STEP_TIMEOUT_MS = 10_000;
+
+const SERVICE_LINE = /chat-service listening on (http:\/\/127\.0\.0\.1:\d+)/;
+const GATEWAY_LINE = /chat-gateway listening on (http:\/\/[^\s]+:\d+)/;
+
+// Starts the all-in-one binary on free ports with dev login enabled (no JWT key in its env) and
+// resolves once both listening lines were printed.
+async function startServer() {
+  const env = { ...process.env };
+  for (const name of Object.keys(env)) if (/JWT/i.test(name)) delete env[name];
+  Object.assign(env, {
+    PORT: '0', SERVICE_PORT: '0', HOST: '127.0.0.1',
+    INTERNAL_API_KEY, DATABASE_URL: 'memory:', RUST_LOG: env.RUST_LOG || 'warn',
+  });
+  if (!fs.existsSync(CHAT_BIN)) throw new Error(`chat binary not found at ${CHAT_BIN} (set CHAT_BIN)`);
+  const child = spawn(CHAT_BIN, [], { env, cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const output = [];
+  const remember = (chunk) => { output.push(chunk.toString()); if (output.length > 400) output.shift(); };
+  child.stderr.on('data', remember);
+  const urls = await new Promise((resolve, reject) => {
+    let buffered = '';
+    let serviceUrl = null;
+    let gatewayUrl = null;
+    const timer = setTimeout(() => fail(new Error('timed out waiting for the listening lines')), STARTUP_TIMEOUT_MS);
+    function fail(error) {
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+      error.message += `\n--- server output ---\n${output.join('')}`;
+      reject(error);
+    }
+    child.on('error', fail);
+    child.on('exit', (code, signal) => fail(new Error(`server exited early (code ${code}, signal ${signal})`)));
+    child.stdout.on('data', (chunk) => {
+      remember(chunk);
+      buffered += chunk.toString();
+      let newline;
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        serviceUrl = serviceUrl || (SERVICE_LINE.exec(line) || [])[1] || null;
+        gatewayUrl = gatewayUrl || (GATEWAY_LINE.exec(line) || [])[1] || null;
+      }
+      if (serviceUrl && gatewayUrl) {
+        clearTimeout(timer);
+        child.removeAllListeners('exit');
+        resolve({ serviceUrl, gatewayUrl });
+      }
+    });
+  });
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  return {
+    ...urls,
+    output: () => output.join(''),
+    async stop() {
+      process.removeListener('exit', killOnExit);
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+async function launchBrowser() {
+  if (!fs.existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM} (apt-get install chromium)`);
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    timeout: 30_000,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+// A browser context per user: the dev login sets that user's cookie and redirects to the page.
+async function openAs(browser, server, user, viewport = { width: 900, height: 720 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT_MS);
+  page.setDefaultNavigationTimeout(STEP_TIMEOUT_MS);
+  const dialogs = [];
+  page.on('dialog', (dialog) => { dialogs.push(dialog.message()); dialog.dismiss().catch(() => {}); });
+  const consoleErrors = [];
+  page.on('pageerror', (error) => consoleErrors.push(String(error)));
+  await page.goto(`${server.gatewayUrl}/dev/login?user=${encodeURIComponent(user)}`);
+  await page.locator('#connect').waitFor();
+  return { user, context, page, dialogs, consoleErrors };
+}
+
+async function waitForText(page, selector, expected) {
+  await page.waitForFunction(([sel, want]) => {
+    const node = document.querySelector(sel);
+    return node !== null && node.textContent === want;
+  }, [selector, expected]);
+}
+
+async function connect(page) {
+  await page.click('#connect');
+  await waitForText(page, '#status', 'Connected');
+}
+
+async function joinRoom(page, roomId) {
+  await page.fill('#room', roomId);
+  await page.click('#join');
+  await page.locator(`#tabs .tab[data-room="${roomId}"][data-state="joined"]`).waitFor();
+}
+
+async function sendMessage(page, text) {
+  await page.fill('#message', text);
+  await page.press('#message', 'Enter');
+}
+
+// Resolves with the text of every chat.message line of the shown room once `count` are there.
+async function waitForMessages(page, roomId, count) {
+  const selector = `#messages [data-event="chat.message"][data-room="${roomId}"]`;
+  await page.waitForFunction(([sel, n]) => document.querySelectorAll(sel).length >= n, [selector, count]);
+  return page.$$eval(`${selector} .text`, (nodes) => nodes.map((n) => n.textContent));
+}
+
+async function screenshot(page, name) {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`) }).catch(() => {});
+}
+
+async function sendSystemMessage(server, roomId, message) {
+  const response = await fetch(`${server.serviceUrl}/send-system-message`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-internal-api-key': INTERNAL_API_KEY },
+    body: JSON.stringify({ roomId, message }),
+    signal: AbortSignal.timeout(STEP_TIMEOUT_MS),
+  });
+  if (!response.ok) throw new Error(`send-system-message answered ${response.status}: ${await response.text()}`);
+  return response.json();
+}
+
+module.exports = {
+  startServer, launchBrowser, openAs, waitForText, connect, joinRoom, sendMessage, waitForMessages,
+  screenshot, sendSystemMessage,
+};
