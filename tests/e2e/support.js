@@ -19,13 +19,13 @@ const GATEWAY_LINE = /chat-gateway listening on (http:\/\/[^\s]+:\d+)/;
 
 // Starts the all-in-one binary on free ports with dev login enabled (no JWT key in its env) and
 // resolves once both listening lines were printed.
-async function startServer() {
+async function startServer(extraEnv = {}) {
   const env = { ...process.env };
   for (const name of Object.keys(env)) if (/JWT/i.test(name)) delete env[name];
   Object.assign(env, {
     PORT: '0', SERVICE_PORT: '0', HOST: '127.0.0.1',
     INTERNAL_API_KEY, DATABASE_URL: 'memory:', RUST_LOG: env.RUST_LOG || 'warn',
-  });
+  }, extraEnv);
   if (!fs.existsSync(CHAT_BIN)) throw new Error(`chat binary not found at ${CHAT_BIN} (set CHAT_BIN)`);
   const child = spawn(CHAT_BIN, [], { env, cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   const output = [];
