@@ -1,1 +1,112 @@
-//! placeholder
+//! The chat gateway: authenticates browser WebSockets (JWT from the
+//! `access_token` cookie or a bearer header), checks Origin, applies rate
+//! limits, and relays frames to the chat service's `/ws` unchanged.
+//!
+//! A request goes through phases, each able to refuse it with a JSON body:
+//! connect rate (per client IP) -> Origin -> authentication -> per-user cap
+//! -> upstream socket -> 101 and relay. The gateway never touches the store
+//! and never parses chat frames; the service trusts the identity headers it
+//! adds (`x-internal-api-key`, `x-user-id`, `x-username`, percent-encoded).
+
+mod admission;
+mod auth;
+mod config;
+mod metrics;
+mod rejection;
+mod relay;
+mod routes;
+mod state;
+mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+pub use auth::{mint_hs256_token, token_from_headers, AuthFailure, Identity, ACCESS_TOKEN_COOKIE};
+pub use config::{GatewayArgs, GatewayConfig, JwtConfig, JwtKey, Limits};
+pub use metrics::global_handle as metrics_handle;
+pub use rejection::Rejection;
+pub use upstream::{percent_encode, ServiceUrl, UpstreamError};
+
+/// Everything between `SIGTERM` and `run` returning: clients get 1001 and
+/// this long to answer before their sockets are dropped.
+const SHUTDOWN_BUDGET: Duration = Duration::from_secs(9);
+const LIMITER_CLEANUP_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    Config(String),
+    #[error("server I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves, then stops
+/// accepting, closes every relayed socket with 1001 and returns within ten
+/// seconds.
+pub async fn run(
+    listener: TcpListener,
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let gateway = state::Gateway::new(config, shutdown_rx.clone(), alive_tx)?;
+
+    let janitor = {
+        let gateway = gateway.clone();
+        let mut shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(LIMITER_CLEANUP_EVERY);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => gateway.forget_idle_keys(),
+                    _ = shutdown.changed() => break,
+                }
+            }
+        })
+    };
+
+    let app = routes::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let mut stopped = shutdown_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|stopping| *stopping).await;
+            })
+            .await
+    });
+
+    shutdown.await;
+    tracing::info!("gateway shutting down");
+    let _ = shutdown_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_BUDGET, async {
+        let served = server.await;
+        // Relay tasks each hold a sender; recv() ends once the last is gone.
+        let _ = alive_rx.recv().await;
+        served
+    })
+    .await;
+    janitor.abort();
+    match drained {
+        Ok(Ok(result)) => result.map_err(GatewayError::Io),
+        Ok(Err(join_error)) => Err(GatewayError::Io(std::io::Error::other(join_error))),
+        Err(_) => {
+            tracing::warn!("shutdown budget spent; dropping remaining connections");
+            Ok(())
+        }
+    }
+}
+
+/// A random URL-safe secret, for generated internal keys and dev-login secrets.
+pub fn random_secret() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 48)
+}

@@ -1,0 +1,270 @@
+//! Settings: the library's `GatewayConfig` and the `GatewayArgs` that the
+//! binaries flatten into their command lines (every flag mirrored by an
+//! environment variable).
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::upstream::ServiceUrl;
+use crate::GatewayError;
+
+/// Where the gateway's signing key for tokens comes from.
+#[derive(Clone)]
+pub enum JwtKey {
+    /// Shared secret: HS256 only.
+    Secret(Vec<u8>),
+    /// PEM public key: RS256 for RSA keys, ES256 for P-256 keys.
+    PublicKeyPem(String),
+}
+
+impl std::fmt::Debug for JwtKey {
+    // Never print the secret itself into logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwtKey::Secret(_) => f.write_str("Secret(..)"),
+            JwtKey::PublicKeyPem(_) => f.write_str("PublicKeyPem(..)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub key: JwtKey,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+impl JwtConfig {
+    pub fn hs256(secret: impl Into<Vec<u8>>) -> JwtConfig {
+        JwtConfig {
+            key: JwtKey::Secret(secret.into()),
+            issuer: None,
+            audience: None,
+            leeway: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Rate limits, caps and timeouts. Defaults are the documented production
+/// values; tests shrink them.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub frame_burst: NonZeroU32,
+    pub frames_per_sec: NonZeroU32,
+    /// Dropped (rate-limited) frames tolerated per `abuse_window` before the
+    /// connection is closed with 1008.
+    pub abuse_dropped_frames: u32,
+    pub abuse_window: Duration,
+    pub connect_burst: NonZeroU32,
+    pub connects_per_min: NonZeroU32,
+    pub max_connections_per_user: u32,
+    /// Largest client frame/message; larger ones close the socket with 1009.
+    pub max_message_bytes: usize,
+    /// A client that sends nothing (not even a pong) for this long is gone.
+    pub client_idle_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            frame_burst: NonZeroU32::new(30).expect("non-zero"),
+            frames_per_sec: NonZeroU32::new(10).expect("non-zero"),
+            abuse_dropped_frames: 100,
+            abuse_window: Duration::from_secs(60),
+            connect_burst: NonZeroU32::new(20).expect("non-zero"),
+            connects_per_min: NonZeroU32::new(60).expect("non-zero"),
+            max_connections_per_user: 20,
+            max_message_bytes: 64 * 1024,
+            client_idle_timeout: Duration::from_secs(90),
+            upstream_connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub service_url: ServiceUrl,
+    pub internal_api_key: String,
+    pub jwt: JwtConfig,
+    /// Full origins (`https://app.example.com`) allowed besides the gateway's own host.
+    pub allowed_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    pub limits: Limits,
+    /// Serve `GET /dev/login`. Only ever on with a generated HS256 secret.
+    pub dev_login: bool,
+    pub dev_login_ttl: Duration,
+    /// Renders `/metrics`; when `None` the process-wide recorder is used.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl GatewayConfig {
+    pub fn new(
+        service_url: ServiceUrl,
+        internal_api_key: impl Into<String>,
+        jwt: JwtConfig,
+    ) -> GatewayConfig {
+        GatewayConfig {
+            service_url,
+            internal_api_key: internal_api_key.into(),
+            jwt,
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            limits: Limits::default(),
+            dev_login: false,
+            dev_login_ttl: Duration::from_secs(12 * 3600),
+            metrics: None,
+        }
+    }
+}
+
+/// Gateway settings shared by `chat-gateway` and the all-in-one `chat`.
+/// Listening address and the internal key are the binaries' business.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// Base URL of the chat service (plain HTTP; `/ws` is appended).
+    #[arg(
+        long,
+        env = "CHAT_SERVICE_URL",
+        default_value = "http://localhost:3002"
+    )]
+    pub chat_service_url: String,
+    /// HS256 shared secret for access tokens.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key for access tokens (RSA -> RS256, P-256 -> ES256).
+    #[arg(long, env = "JWT_PUBLIC_KEY", hide_env_values = true)]
+    pub jwt_public_key: Option<String>,
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, when set.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Seconds of clock skew tolerated on `exp`/`nbf`.
+    #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 5)]
+    pub jwt_leeway_secs: u64,
+    /// Comma-separated origins allowed besides the gateway's own host.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Comma-separated IPs/CIDRs whose X-Forwarded-For is trusted.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+    /// Client frames per user allowed in a burst.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 30)]
+    pub rate_limit_burst: u32,
+    /// Client frames per user per second, sustained.
+    #[arg(long, env = "RATE_LIMIT_PER_SEC", default_value_t = 10)]
+    pub rate_limit_per_sec: u32,
+    /// New connections per client IP allowed in a burst.
+    #[arg(long, env = "CONNECT_RATE_BURST", default_value_t = 20)]
+    pub connect_rate_burst: u32,
+    /// New connections per client IP per minute, sustained.
+    #[arg(long, env = "CONNECT_RATE_PER_MIN", default_value_t = 60)]
+    pub connect_rate_per_min: u32,
+    /// Concurrent WebSocket connections per user.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
+    pub max_connections_per_user: u32,
+}
+
+impl GatewayArgs {
+    pub fn has_jwt_key(&self) -> bool {
+        self.jwt_secret.as_deref().is_some_and(|s| !s.is_empty())
+            || self
+                .jwt_public_key
+                .as_deref()
+                .is_some_and(|s| !s.is_empty())
+    }
+
+    /// Builds the config. A JWT key must be configured (exactly one kind).
+    pub fn into_config(self, internal_api_key: String) -> Result<GatewayConfig, GatewayError> {
+        let key = match (non_empty(self.jwt_secret.clone()), non_empty(self.jwt_public_key.clone())) {
+            (Some(secret), None) => JwtKey::Secret(secret.into_bytes()),
+            // Keys pasted into env files often carry literal `\n`.
+            (None, Some(pem)) => JwtKey::PublicKeyPem(pem.replace("\\n", "\n")),
+            (Some(_), Some(_)) => {
+                return Err(GatewayError::Config(
+                    "set only one of JWT_SECRET (HS256) and JWT_PUBLIC_KEY (RS256/ES256)".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(GatewayError::Config(
+                    "JWT_SECRET (HS256) or JWT_PUBLIC_KEY (PEM, RS256/ES256) is required to verify access tokens".into(),
+                ))
+            }
+        };
+        self.build(internal_api_key, key)
+    }
+
+    /// Builds the config with a given key, ignoring any configured one (the
+    /// all-in-one command's generated development secret).
+    pub fn into_config_with_key(
+        self,
+        internal_api_key: String,
+        key: JwtKey,
+    ) -> Result<GatewayConfig, GatewayError> {
+        self.build(internal_api_key, key)
+    }
+
+    fn build(self, internal_api_key: String, key: JwtKey) -> Result<GatewayConfig, GatewayError> {
+        if internal_api_key.is_empty() {
+            return Err(GatewayError::Config(
+                "INTERNAL_API_KEY must not be empty".into(),
+            ));
+        }
+        let service_url = ServiceUrl::parse(&self.chat_service_url)?;
+        let jwt = JwtConfig {
+            key,
+            issuer: non_empty(self.jwt_issuer),
+            audience: non_empty(self.jwt_audience),
+            leeway: Duration::from_secs(self.jwt_leeway_secs),
+        };
+        let mut config = GatewayConfig::new(service_url, internal_api_key, jwt);
+        config.allowed_origins = self
+            .allowed_origins
+            .iter()
+            .map(|o| o.trim())
+            .filter(|o| !o.is_empty())
+            .map(crate::admission::normalize_origin)
+            .collect();
+        config.trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+            .map(parse_proxy)
+            .collect::<Result<_, _>>()?;
+        config.limits.frame_burst = positive("RATE_LIMIT_BURST", self.rate_limit_burst)?;
+        config.limits.frames_per_sec = positive("RATE_LIMIT_PER_SEC", self.rate_limit_per_sec)?;
+        config.limits.connect_burst = positive("CONNECT_RATE_BURST", self.connect_rate_burst)?;
+        config.limits.connects_per_min =
+            positive("CONNECT_RATE_PER_MIN", self.connect_rate_per_min)?;
+        config.limits.max_connections_per_user =
+            positive("MAX_CONNECTIONS_PER_USER", self.max_connections_per_user)?.get();
+        Ok(config)
+    }
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+fn positive(name: &str, value: u32) -> Result<NonZeroU32, GatewayError> {
+    NonZeroU32::new(value).ok_or_else(|| GatewayError::Config(format!("{name} must be at least 1")))
+}
+
+fn parse_proxy(text: &str) -> Result<IpNet, GatewayError> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            GatewayError::Config(format!(
+                "TRUSTED_PROXIES: `{text}` is not an IP address or CIDR"
+            ))
+        })
+}

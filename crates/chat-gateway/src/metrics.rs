@@ -1,0 +1,53 @@
+//! Prometheus exposition. Metric names all start with `gateway_`:
+//! - `gateway_connections` (gauge): sockets being relayed now
+//! - `gateway_connections_total`: sockets ever relayed
+//! - `gateway_auth_failures_total{reason}`
+//! - `gateway_rejections_total{reason}`: origin, connect_rate, user_cap
+//! - `gateway_rate_limited_frames_total`, `gateway_abuse_closes_total`
+//! - `gateway_upstream_errors_total{kind}`
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// The process-wide recorder, installed on first use. Several gateways (and
+/// a chat service) may live in one process, so an already-installed recorder
+/// is not an error: this handle then renders only what reaches it.
+pub fn global_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!(
+                    "a metrics recorder was already installed; gateway metrics go to that one"
+                );
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_gauge!("gateway_connections", "WebSocket connections being relayed");
+    metrics::describe_counter!("gateway_connections_total", "WebSocket connections relayed");
+    metrics::describe_counter!(
+        "gateway_auth_failures_total",
+        "Failed authentications by reason"
+    );
+    metrics::describe_counter!("gateway_rejections_total", "Refused connections by reason");
+    metrics::describe_counter!(
+        "gateway_rate_limited_frames_total",
+        "Client frames dropped by the per-user frame rate limit"
+    );
+    metrics::describe_counter!(
+        "gateway_abuse_closes_total",
+        "Connections closed with 1008 for sustained rate-limit abuse"
+    );
+    metrics::describe_counter!(
+        "gateway_upstream_errors_total",
+        "Chat service failures by kind"
+    );
+}

@@ -1,0 +1,66 @@
+//! Every way the gateway refuses a request, as `{"error", "code"}` JSON.
+
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::header::RETRY_AFTER;
+use http::StatusCode;
+
+use crate::auth::AuthFailure;
+use crate::upstream::UpstreamError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// Client side: the caller could not be authenticated.
+    #[error(transparent)]
+    Unauthorized(AuthFailure),
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    #[error("too many new connections from this address")]
+    ConnectRateLimited { retry_after_secs: u64 },
+    #[error("too many open connections for this user")]
+    TooManyUserConnections,
+    #[error("this endpoint needs a WebSocket upgrade (GET with Upgrade: websocket, version 13)")]
+    NotWebSocket,
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("not found")]
+    NotFound,
+    /// Upstream side: the chat service could not serve the request.
+    #[error(transparent)]
+    Upstream(UpstreamError),
+    #[error("server is shutting down")]
+    ShuttingDown,
+}
+
+impl Rejection {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Rejection::Unauthorized(failure) => (StatusCode::UNAUTHORIZED, failure.code()),
+            Rejection::OriginNotAllowed => (StatusCode::FORBIDDEN, "origin_not_allowed"),
+            Rejection::ConnectRateLimited { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "connect_rate_limited")
+            }
+            Rejection::TooManyUserConnections => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_connections")
+            }
+            Rejection::NotWebSocket => (StatusCode::BAD_REQUEST, "websocket_upgrade_required"),
+            Rejection::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Rejection::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Rejection::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+            Rejection::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        }
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = Json(serde_json::json!({ "error": self.to_string(), "code": code }));
+        match self {
+            Rejection::ConnectRateLimited { retry_after_secs } => {
+                (status, [(RETRY_AFTER, retry_after_secs.to_string())], body).into_response()
+            }
+            _ => (status, body).into_response(),
+        }
+    }
+}

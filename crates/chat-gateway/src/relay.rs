@@ -1,0 +1,298 @@
+//! The relay: one task per connection, one `select!` over both sockets.
+//! Frames pass through as the same `Message` values (text stays the same
+//! `Utf8Bytes`): the gateway never parses or re-encodes chat JSON.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::admission::UserSlot;
+use crate::state::Gateway;
+
+pub type ClientSocket = WebSocketStream<TokioIo<Upgraded>>;
+pub type UpstreamSocket = WebSocketStream<TcpStream>;
+
+const RATE_LIMITED: &str =
+    r#"{"event":"error","data":{"message":"Rate limit exceeded","code":"rate_limited"}}"#;
+/// Close code for a token that expired while the socket was open.
+const TOKEN_EXPIRED: u16 = 4001;
+/// How long a closing side gets to answer our close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Client frames are small chat events; buffers stay small so that an idle
+/// connection costs little, and anything over the limit is refused with 1009.
+pub fn client_ws_config(max_message_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(512)
+        .write_buffer_size(0)
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+}
+
+/// Everything a relay task owns besides the two sockets. Holding the
+/// gateway also keeps `run` waiting for this task during shutdown.
+pub struct RelayContext {
+    pub gateway: Gateway,
+    pub slot: UserSlot,
+    pub expires_at: u64,
+}
+
+/// Why the relay loop stopped; decides which close frames go where.
+enum Ending {
+    Shutdown,
+    TokenExpired,
+    ClientIdle,
+    ClientGone,
+    ClientClosed(Option<CloseFrame>),
+    ClientTooBig,
+    Abuse,
+    UpstreamClosed(Option<CloseFrame>),
+    UpstreamLost,
+}
+
+pub async fn relay(mut client: ClientSocket, mut upstream: UpstreamSocket, ctx: RelayContext) {
+    let gateway = &ctx.gateway;
+    let limits = &gateway.config.limits;
+    let user = ctx.slot.user();
+    metrics::gauge!("gateway_connections").increment(1.0);
+    metrics::counter!("gateway_connections_total").increment(1);
+
+    let expiry = instant_at(ctx.expires_at);
+    let mut last_heard = Instant::now();
+    let mut dropped = DropWindow::new(limits.abuse_window);
+    let mut shutdown = gateway.shutdown.clone();
+    // One timer serves both token expiry and client idleness.
+    let timer = sleep_until(expiry.min(last_heard + limits.client_idle_timeout));
+    tokio::pin!(timer);
+
+    let ending = if *shutdown.borrow_and_update() {
+        Ending::Shutdown
+    } else {
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break Ending::Shutdown,
+                () = &mut timer => {
+                    let now = Instant::now();
+                    let idle_at = last_heard + limits.client_idle_timeout;
+                    if expiry <= now {
+                        break Ending::TokenExpired;
+                    }
+                    if idle_at <= now {
+                        break Ending::ClientIdle;
+                    }
+                    timer.as_mut().reset(expiry.min(idle_at));
+                }
+                frame = client.next() => {
+                    last_heard = Instant::now();
+                    match frame {
+                        None => break Ending::ClientGone,
+                        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
+                            break Ending::ClientTooBig
+                        }
+                        Some(Err(_)) => break Ending::ClientGone,
+                        Some(Ok(Message::Close(frame))) => break Ending::ClientClosed(frame),
+                        Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                            if gateway.frame_limiter.check_key(user).is_ok() {
+                                if upstream.send(message).await.is_err() {
+                                    break Ending::UpstreamLost;
+                                }
+                                continue;
+                            }
+                            metrics::counter!("gateway_rate_limited_frames_total").increment(1);
+                            if dropped.record(last_heard) > limits.abuse_dropped_frames {
+                                break Ending::Abuse;
+                            }
+                            let notice = Message::Text(Utf8Bytes::from_static(RATE_LIMITED));
+                            if client.send(notice).await.is_err() {
+                                break Ending::ClientGone;
+                            }
+                        }
+                        // Pings are answered by tungstenite itself; pongs only prove liveness.
+                        Some(Ok(_)) => {}
+                    }
+                }
+                frame = upstream.next() => match frame {
+                    None | Some(Err(_)) => break Ending::UpstreamLost,
+                    Some(Ok(Message::Close(frame))) => break Ending::UpstreamClosed(frame),
+                    // The service's pings go on to the client so a dead client
+                    // stops answering and hits the idle timeout.
+                    Some(Ok(message @ (Message::Text(_) | Message::Binary(_) | Message::Ping(_)))) => {
+                        if client.send(message).await.is_err() {
+                            break Ending::ClientGone;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+    };
+    finish(ending, &mut client, &mut upstream, user).await;
+    metrics::gauge!("gateway_connections").decrement(1.0);
+    drop(ctx);
+}
+
+async fn finish(
+    ending: Ending,
+    client: &mut ClientSocket,
+    upstream: &mut UpstreamSocket,
+    user: &str,
+) {
+    let going_away = || close(CloseCode::Away, "going away");
+    match ending {
+        Ending::Shutdown => {
+            let _ = upstream.send(going_away()).await;
+            close_client(client, close(CloseCode::Away, "server shutting down")).await;
+            await_close(upstream).await;
+        }
+        Ending::TokenExpired => {
+            tracing::info!(user, "closing socket: token expired");
+            let _ = upstream.send(going_away()).await;
+            close_client(
+                client,
+                close(CloseCode::from(TOKEN_EXPIRED), "token expired"),
+            )
+            .await;
+            await_close(upstream).await;
+        }
+        Ending::ClientIdle => {
+            tracing::debug!(user, "closing socket: client silent too long");
+            let _ = upstream.send(going_away()).await;
+            close_client(client, close(CloseCode::Away, "idle timeout")).await;
+            await_close(upstream).await;
+        }
+        Ending::ClientGone => {
+            tracing::debug!(
+                user,
+                side = "client",
+                "client disconnected without a close frame"
+            );
+            let _ = upstream.send(going_away()).await;
+            await_close(upstream).await;
+        }
+        Ending::ClientClosed(frame) => {
+            // tungstenite has queued the echo to the client; flushing sends it.
+            let _ = client.flush().await;
+            let _ = upstream.send(Message::Close(frame)).await;
+            await_close(upstream).await;
+        }
+        Ending::ClientTooBig => {
+            tracing::info!(user, side = "client", "client frame over the size limit");
+            let _ = upstream.send(going_away()).await;
+            let _ = client.send(close(CloseCode::Size, "message too big")).await;
+            // The rest of the oversized frame is still unread; discard raw
+            // bytes so the close frame is not lost to a reset connection.
+            discard_until_eof(client.get_mut()).await;
+            await_close(upstream).await;
+        }
+        Ending::Abuse => {
+            tracing::warn!(
+                user,
+                side = "client",
+                "closing socket: sustained rate-limit abuse"
+            );
+            metrics::counter!("gateway_abuse_closes_total").increment(1);
+            let _ = upstream.send(going_away()).await;
+            close_client(client, close(CloseCode::Policy, "rate limit exceeded")).await;
+            await_close(upstream).await;
+        }
+        Ending::UpstreamClosed(frame) => {
+            let _ = upstream.flush().await;
+            close_client(client, Message::Close(frame.map(client_facing))).await;
+        }
+        Ending::UpstreamLost => {
+            tracing::warn!(user, side = "upstream", "chat service connection lost");
+            metrics::counter!("gateway_upstream_errors_total", "kind" => "lost").increment(1);
+            close_client(client, close(CloseCode::Error, "upstream unavailable")).await;
+        }
+    }
+}
+
+/// The service going away (shutdown, restart) is a restart from the client's
+/// point of view: reconnecting soon will work.
+fn client_facing(frame: CloseFrame) -> CloseFrame {
+    match frame.code {
+        CloseCode::Away | CloseCode::Restart => CloseFrame {
+            code: CloseCode::Restart,
+            reason: "service restarting".into(),
+        },
+        _ => frame,
+    }
+}
+
+fn close(code: CloseCode, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
+async fn close_client(client: &mut ClientSocket, frame: Message) {
+    if client.send(frame).await.is_ok() {
+        await_close(client).await;
+    }
+}
+
+/// Reads until the peer's close reply (or the grace period ends).
+async fn await_close<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut WebSocketStream<S>) {
+    let _ = timeout(CLOSE_GRACE, async {
+        while let Some(Ok(message)) = socket.next().await {
+            if message.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+async fn discard_until_eof<S: AsyncRead + Unpin>(io: &mut S) {
+    let mut sink = [0u8; 1024];
+    let _ = timeout(CLOSE_GRACE, async {
+        while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+fn instant_at(unix_secs: u64) -> Instant {
+    let now_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let remaining = Duration::from_secs(unix_secs).saturating_sub(now_unix);
+    // Far-future tokens: a year out is "never" for a socket.
+    Instant::now() + remaining.min(Duration::from_secs(365 * 24 * 3600))
+}
+
+/// Counts dropped frames in a fixed window.
+struct DropWindow {
+    window: Duration,
+    started: Instant,
+    count: u32,
+}
+
+impl DropWindow {
+    fn new(window: Duration) -> DropWindow {
+        DropWindow {
+            window,
+            started: Instant::now(),
+            count: 0,
+        }
+    }
+
+    fn record(&mut self, now: Instant) -> u32 {
+        if now.duration_since(self.started) >= self.window {
+            self.started = now;
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count
+    }
+}

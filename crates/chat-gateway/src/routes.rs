@@ -1,0 +1,226 @@
+//! HTTP surface. Only these routes exist: nothing else reaches the service.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, RawQuery, Request, State};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use http::header::{
+    CACHE_CONTROL, CONNECTION, CONTENT_TYPE, LOCATION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_VERSION, SET_COOKIE, UPGRADE,
+};
+use http::request::Parts;
+use http::{HeaderMap, Method, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::admission::{client_ip, origin_allowed};
+use crate::auth::{mint_hs256_token, Identity, ACCESS_TOKEN_COOKIE};
+use crate::config::JwtKey;
+use crate::rejection::Rejection;
+use crate::relay::{client_ws_config, relay, RelayContext};
+use crate::state::Gateway;
+
+const CHAT_PAGE: &str = include_str!("../../../tests/webSocket/chat-test.html");
+
+pub fn router(gateway: Gateway) -> Router {
+    let mut router = Router::new()
+        .route("/chat/ws", get(chat_ws))
+        .route("/chat/api/rooms/{room_id}/messages", get(room_history))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/", get(chat_page))
+        .route("/chat-test.html", get(chat_page));
+    if gateway.config.dev_login {
+        router = router.route("/dev/login", get(dev_login));
+    }
+    router.fallback(not_found).with_state(gateway)
+}
+
+/// The WebSocket entry: admission phases in order of cost, the upstream
+/// socket opened before the client's 101, then one relay task.
+async fn chat_ws(
+    State(gateway): State<Gateway>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Result<Response, Rejection> {
+    let (mut parts, _body) = request.into_parts();
+    let accept_key = websocket_accept_key(&parts)?;
+    if *gateway.shutdown.borrow() {
+        return Err(Rejection::ShuttingDown);
+    }
+
+    // Per-IP rate first so that token guessing is throttled too.
+    let ip = client_ip(peer.ip(), &parts.headers, &gateway.config.trusted_proxies);
+    if let Err(retry_after_secs) = gateway.connect_limiter.check(ip) {
+        reject_metric("connect_rate");
+        return Err(Rejection::ConnectRateLimited { retry_after_secs });
+    }
+    if !origin_allowed(&parts.headers, &gateway.config.allowed_origins) {
+        reject_metric("origin");
+        return Err(Rejection::OriginNotAllowed);
+    }
+    let identity = gateway.authenticate(&parts.headers)?;
+    let limits = &gateway.config.limits;
+    let Some(slot) = gateway
+        .user_connections
+        .try_acquire(&identity.user_id, limits.max_connections_per_user)
+    else {
+        reject_metric("user_cap");
+        return Err(Rejection::TooManyUserConnections);
+    };
+    let on_upgrade = parts
+        .extensions
+        .remove::<OnUpgrade>()
+        .ok_or(Rejection::NotWebSocket)?;
+
+    let upstream = gateway.upstream.connect(&identity).await.map_err(|e| {
+        tracing::warn!(user = %identity.user_id, side = "upstream", error = %e, "cannot open chat service socket");
+        metrics::counter!("gateway_upstream_errors_total", "kind" => e.kind()).increment(1);
+        Rejection::Upstream(e)
+    })?;
+
+    let context = RelayContext {
+        expires_at: identity
+            .expires_at
+            .saturating_add(gateway.config.jwt.leeway.as_secs()),
+        slot,
+        gateway: gateway.clone(),
+    };
+    let client_config = client_ws_config(limits.max_message_bytes);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let client = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(client_config),
+                )
+                .await;
+                relay(client, upstream, context).await;
+            }
+            Err(e) => {
+                tracing::debug!(side = "client", error = %e, "client upgrade failed");
+                let mut upstream = upstream;
+                let _ = upstream.close(None).await;
+            }
+        }
+    });
+
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(CONNECTION, "upgrade")
+        .header(UPGRADE, "websocket")
+        .header(SEC_WEBSOCKET_ACCEPT, accept_key)
+        .body(Body::empty())
+        .expect("static response parts are valid"))
+}
+
+fn reject_metric(reason: &'static str) {
+    metrics::counter!("gateway_rejections_total", "reason" => reason).increment(1);
+}
+
+/// RFC 6455 opening-handshake checks; returns the `Sec-WebSocket-Accept` value.
+fn websocket_accept_key(parts: &Parts) -> Result<String, Rejection> {
+    let headers = &parts.headers;
+    let has_token = |name, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    let version_ok = headers
+        .get(SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
+    match headers.get(SEC_WEBSOCKET_KEY) {
+        Some(key)
+            if parts.method == Method::GET
+                && has_token(CONNECTION, "upgrade")
+                && has_token(UPGRADE, "websocket")
+                && version_ok =>
+        {
+            Ok(derive_accept_key(key.as_bytes()))
+        }
+        _ => Err(Rejection::NotWebSocket),
+    }
+}
+
+/// History over HTTP: the service's answer (status and JSON) as it is.
+async fn room_history(
+    State(gateway): State<Gateway>,
+    identity: Identity,
+    Path(room_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, Rejection> {
+    let (status, body) = gateway
+        .upstream
+        .room_history(&identity, &room_id, query.as_deref())
+        .await
+        .map_err(|e| {
+            tracing::warn!(side = "upstream", error = %e, "history request failed");
+            metrics::counter!("gateway_upstream_errors_total", "kind" => e.kind()).increment(1);
+            Rejection::Upstream(e)
+        })?;
+    Ok((status, [(CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        gateway.metrics.render(),
+    )
+}
+
+async fn chat_page() -> Html<&'static str> {
+    Html(CHAT_PAGE)
+}
+
+async fn not_found() -> Rejection {
+    Rejection::NotFound
+}
+
+#[derive(Deserialize)]
+struct DevLoginQuery {
+    user: String,
+}
+
+/// Development only: mint a cookie for any name. Mounted only when the
+/// gateway runs with a generated secret.
+async fn dev_login(
+    State(gateway): State<Gateway>,
+    Query(query): Query<DevLoginQuery>,
+) -> Result<(StatusCode, HeaderMap), Rejection> {
+    let user = query.user.trim();
+    if user.is_empty() || user.chars().count() > 64 || user.chars().any(char::is_control) {
+        return Err(Rejection::BadRequest(
+            "user must be 1-64 printable characters",
+        ));
+    }
+    let JwtKey::Secret(secret) = &gateway.config.jwt.key else {
+        return Err(Rejection::NotFound);
+    };
+    let ttl = gateway.config.dev_login_ttl;
+    let token = mint_hs256_token(secret, user, Some(user), ttl)
+        .map_err(|_| Rejection::BadRequest("cannot sign token"))?;
+    let cookie = format!(
+        "{ACCESS_TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
+        ttl.as_secs()
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert(SET_COOKIE, cookie.parse().expect("token is header-safe"));
+    headers.insert(LOCATION, "/".parse().expect("static"));
+    headers.insert(CACHE_CONTROL, "no-store".parse().expect("static"));
+    Ok((StatusCode::SEE_OTHER, headers))
+}

@@ -1,0 +1,82 @@
+//! Shared state of one running gateway.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::{mpsc, watch};
+
+use crate::admission::{ConnectLimiter, UserConnections};
+use crate::auth::TokenVerifier;
+use crate::config::{GatewayConfig, JwtKey};
+use crate::upstream::Upstream;
+use crate::GatewayError;
+
+/// Cheap to clone: handlers and relay tasks each hold one.
+#[derive(Clone)]
+pub struct Gateway(Arc<Shared>);
+
+pub struct Shared {
+    pub config: GatewayConfig,
+    pub verifier: TokenVerifier,
+    pub upstream: Upstream,
+    pub connect_limiter: ConnectLimiter,
+    pub frame_limiter: DefaultKeyedRateLimiter<Arc<str>>,
+    pub user_connections: Arc<UserConnections>,
+    pub metrics: PrometheusHandle,
+    /// Flips to `true` when the gateway starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Never sent on: `run` waits for the receiver to see every clone of
+    /// the gateway (router, relay tasks) dropped.
+    pub relays_alive: mpsc::Sender<()>,
+}
+
+impl Deref for Gateway {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl Gateway {
+    pub fn new(
+        config: GatewayConfig,
+        shutdown: watch::Receiver<bool>,
+        relays_alive: mpsc::Sender<()>,
+    ) -> Result<Gateway, GatewayError> {
+        if config.dev_login && !matches!(config.jwt.key, JwtKey::Secret(_)) {
+            return Err(GatewayError::Config(
+                "dev login needs an HS256 secret; it is never enabled with a public key".into(),
+            ));
+        }
+        let limits = &config.limits;
+        let frame_quota = Quota::per_second(limits.frames_per_sec).allow_burst(limits.frame_burst);
+        Ok(Gateway(Arc::new(Shared {
+            verifier: TokenVerifier::new(&config.jwt)?,
+            upstream: Upstream::new(
+                config.service_url.clone(),
+                &config.internal_api_key,
+                limits.upstream_connect_timeout,
+            )?,
+            connect_limiter: ConnectLimiter::new(limits),
+            frame_limiter: RateLimiter::keyed(frame_quota),
+            user_connections: Arc::default(),
+            metrics: config
+                .metrics
+                .clone()
+                .unwrap_or_else(crate::metrics::global_handle),
+            shutdown,
+            relays_alive,
+            config,
+        })))
+    }
+
+    /// Forgets limiter state of idle keys so memory follows active users.
+    pub fn forget_idle_keys(&self) {
+        self.connect_limiter.forget_idle();
+        self.frame_limiter.retain_recent();
+        self.frame_limiter.shrink_to_fit();
+        self.metrics.run_upkeep();
+    }
+}
