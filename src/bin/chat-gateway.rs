@@ -1,1 +1,57 @@
-fn main() {}
+//! `chat-gateway`: the gateway alone, in front of a chat service running
+//! elsewhere (`CHAT_SERVICE_URL`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(
+    name = "chat-gateway",
+    version,
+    about = "Chat gateway: JWT auth, Origin check, rate limits, WebSocket relay to the chat service"
+)]
+struct Cli {
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    host: String,
+    /// Key the chat service expects in `x-internal-api-key`.
+    #[arg(long, env = "INTERNAL_API_KEY", hide_env_values = true)]
+    internal_api_key: Option<String>,
+    #[command(flatten)]
+    gateway: chat_gateway::GatewayArgs,
+}
+
+fn refuse(message: &str) -> ExitCode {
+    eprintln!("chat-gateway: {message}");
+    ExitCode::from(2)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    chat::init_tracing(chat::json_logs_requested());
+    let Some(key) = cli.internal_api_key.filter(|k| !k.is_empty()) else {
+        return refuse("INTERNAL_API_KEY is required (the key the chat service expects)");
+    };
+    let config = match cli.gateway.into_config(key) {
+        Ok(config) => config,
+        Err(e) => return refuse(&e.to_string()),
+    };
+    let listener = match TcpListener::bind((cli.host.as_str(), cli.port)).await {
+        Ok(listener) => listener,
+        Err(e) => return refuse(&format!("cannot listen on {}:{}: {e}", cli.host, cli.port)),
+    };
+    match listener.local_addr() {
+        Ok(addr) => println!("chat-gateway listening on http://{addr}"),
+        Err(e) => return refuse(&format!("cannot read the listening address: {e}")),
+    }
+    match chat_gateway::run(listener, config, chat::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => refuse(&e.to_string()),
+    }
+}

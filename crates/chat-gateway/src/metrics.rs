@@ -24,13 +24,12 @@ pub fn global_handle() -> PrometheusHandle {
                     "a metrics recorder was already installed; gateway metrics go to that one"
                 );
             }
-            describe();
             handle
         })
         .clone()
 }
 
-fn describe() {
+pub(crate) fn describe() {
     metrics::describe_gauge!("gateway_connections", "WebSocket connections being relayed");
     metrics::describe_counter!("gateway_connections_total", "WebSocket connections relayed");
     metrics::describe_counter!(

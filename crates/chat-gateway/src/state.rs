@@ -50,6 +50,7 @@ impl Gateway {
                 "dev login needs an HS256 secret; it is never enabled with a public key".into(),
             ));
         }
+        crate::metrics::describe();
         let limits = &config.limits;
         let frame_quota = Quota::per_second(limits.frames_per_sec).allow_burst(limits.frame_burst);
         Ok(Gateway(Arc::new(Shared {
