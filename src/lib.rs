@@ -47,3 +47,16 @@ pub async fn shutdown_signal() {
 pub fn json_logs_requested() -> bool {
     std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"))
 }
+
+/// Raises the soft open-files limit to the hard limit: every WebSocket is a
+/// file descriptor, and the usual soft default (1024) is far below what a
+/// chat server holds. Returns the limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(%error, "could not raise the open-files limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft)
+        }
+    }
+}

@@ -1,1 +1,46 @@
-fn main() {}
+//! The chat service on its own, as the gateway's upstream.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::Context;
+use clap::Parser;
+
+/// Chat service: rooms, messages and the internal API, behind the gateway.
+#[derive(Debug, Parser)]
+#[command(name = "chat-service", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    host: IpAddr,
+    #[arg(long, env = "PORT", default_value_t = 3002)]
+    port: u16,
+    /// Shared secret the gateway sends in `x-internal-api-key` (required).
+    #[arg(long, env = "INTERNAL_API_KEY", hide_env_values = true)]
+    internal_api_key: Option<String>,
+    #[command(flatten)]
+    service: chat_service::ServiceArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let Some(key) = args.internal_api_key.filter(|k| !k.is_empty()) else {
+        eprintln!("chat-service: INTERNAL_API_KEY is required (the secret the gateway presents in x-internal-api-key)");
+        std::process::exit(2);
+    };
+    chat::init_tracing(chat::json_logs_requested());
+    chat::raise_open_files_limit();
+    let address = SocketAddr::new(args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding {address}"))?;
+    println!("chat-service listening on http://{}", listener.local_addr()?);
+    chat_service::run(
+        listener,
+        args.service.into_config(key),
+        chat::shutdown_signal(),
+    )
+    .await
+    .context("chat service failed")?;
+    Ok(())
+}

@@ -157,7 +157,7 @@ pub fn parse_client_frame(text: &str, limits: &ProtoLimits) -> Result<ClientEven
         "chat.leave" => Ok(ClientEvent::Leave { room_id }),
         "chat.message" => Ok(ClientEvent::Message {
             room_id,
-            message: message_text(data.message, limits)?,
+            message: message_field(data.message, limits)?,
             username: username(data.username, limits)?,
         }),
         "chat.typing" => Ok(ClientEvent::Typing {
@@ -186,16 +186,18 @@ fn room_id(field: Option<Loose<String>>, limits: &ProtoLimits) -> Result<RoomId,
     }
 }
 
-fn message_text(field: Option<Loose<String>>, limits: &ProtoLimits) -> Result<String, ProtoError> {
-    let raw = match field {
-        Some(Loose::Valid(raw)) => raw,
-        _ => {
-            return Err(ProtoError::new(
-                ErrorCode::InvalidMessage,
-                "message is required and must be a string",
-            ))
-        }
-    };
+fn message_field(field: Option<Loose<String>>, limits: &ProtoLimits) -> Result<String, ProtoError> {
+    match field {
+        Some(Loose::Valid(raw)) => message_text(raw, limits),
+        _ => Err(ProtoError::new(
+            ErrorCode::InvalidMessage,
+            "message is required and must be a string",
+        )),
+    }
+}
+
+/// Validates message text: trimmed, non-empty, within the length limit.
+pub fn message_text(raw: String, limits: &ProtoLimits) -> Result<String, ProtoError> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Err(ProtoError::new(
@@ -254,11 +256,20 @@ fn optional_u64(field: Option<Loose<u64>>, name: &str) -> Result<Option<u64>, Pr
 }
 
 fn history_limit(field: Option<Loose<u64>>, limits: &ProtoLimits) -> Result<u32, ProtoError> {
-    let max = limits.max_history_limit;
     match field {
+        None => history_limit_value(None, limits),
+        Some(Loose::Valid(n)) => history_limit_value(Some(n), limits),
+        Some(Loose::Invalid(_)) => history_limit_value(Some(0), limits),
+    }
+}
+
+/// A history page size: the default when absent, else 1..=max.
+pub fn history_limit_value(limit: Option<u64>, limits: &ProtoLimits) -> Result<u32, ProtoError> {
+    let max = limits.max_history_limit;
+    match limit {
         None => Ok(limits.default_history_limit.min(max)),
-        Some(Loose::Valid(n)) if (1..=u64::from(max)).contains(&n) => Ok(n as u32),
-        _ => Err(invalid_format(format!(
+        Some(n) if (1..=u64::from(max)).contains(&n) => Ok(n as u32),
+        Some(_) => Err(invalid_format(format!(
             "limit must be an integer from 1 to {max}"
         ))),
     }

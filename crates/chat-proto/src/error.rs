@@ -15,10 +15,12 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// The service is over capacity or shutting down.
     Unavailable,
+    /// The gateway dropped a frame over the sender's rate limit.
+    RateLimited,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::InvalidFormat,
         ErrorCode::UnknownEvent,
         ErrorCode::InvalidRoom,
@@ -28,6 +30,7 @@ impl ErrorCode {
         ErrorCode::TooManyRooms,
         ErrorCode::StoreUnavailable,
         ErrorCode::Unavailable,
+        ErrorCode::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +44,7 @@ impl ErrorCode {
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! [`ServerEvent::to_frame`] and shared byte-for-byte with every recipient.
 //!
 //! # Layout
+//! - [`api`]: bodies of the service's HTTP API.
 //! - [`client`]: parsing and validating what clients send.
 //! - [`server`]: the events the server sends and their encoding.
 //! - [`error`]: machine-readable error codes and the protocol error type.
@@ -16,6 +17,7 @@
 //! working against older servers; unknown events are rejected with
 //! `unknown_event` so that typos are visible.
 
+pub mod api;
 pub mod client;
 pub mod error;
 pub mod limits;

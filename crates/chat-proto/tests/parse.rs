@@ -37,8 +37,13 @@ fn seed_examples_parse() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        parse(r#"{"event":"chat.typing","data":{"roomId":"room123","username":"John","isTyping":true}}"#),
-        ClientEvent::Typing { is_typing: true, .. }
+        parse(
+            r#"{"event":"chat.typing","data":{"roomId":"room123","username":"John","isTyping":true}}"#
+        ),
+        ClientEvent::Typing {
+            is_typing: true,
+            ..
+        }
     ));
 }
 
@@ -122,7 +127,8 @@ fn message_text_is_trimmed_and_bounded() {
         other => panic!("{other:?}"),
     }
     let over = "x".repeat(4001);
-    let frame = serde_json::json!({"event": "chat.message", "data": {"roomId": "r", "message": over}});
+    let frame =
+        serde_json::json!({"event": "chat.message", "data": {"roomId": "r", "message": over}});
     assert_eq!(code_of(&frame.to_string()), ErrorCode::MessageTooLong);
 }
 
@@ -136,7 +142,8 @@ fn usernames_are_trimmed_and_shortened() {
         }
         other => panic!("{other:?}"),
     }
-    match parse(r#"{"event":"chat.message","data":{"roomId":"r","message":"hi","username":"  "}}"#) {
+    match parse(r#"{"event":"chat.message","data":{"roomId":"r","message":"hi","username":"  "}}"#)
+    {
         ClientEvent::Message { username, .. } => assert_eq!(username, None),
         other => panic!("{other:?}"),
     }

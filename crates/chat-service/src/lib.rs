@@ -1,1 +1,132 @@
-//! placeholder
+//! The chat service: WebSocket connections, rooms and fan-out, the internal
+//! HTTP API, and message storage.
+//!
+//! It trusts the gateway in front of it: a connection is accepted only with
+//! the shared `x-internal-api-key`, and the user is whoever `x-user-id`
+//! says. Clients never reach it directly.
+//!
+//! # Layout
+//! - [`run`]: binds nothing itself; serves a listener until shutdown.
+//! - `http`: routes, the internal API and the upgrade checks.
+//! - `connection`: one task per WebSocket: reader, writer, ping, close.
+//! - `session`: the protocol rules for one connection.
+//! - `hub`: rooms, membership announcements and fan-out (synchronous).
+//! - `sequencer`: the single writer that commits, then delivers, messages.
+//! - [`store`]: `seq` assignment and history on memory, SQLite or PostgreSQL.
+//! - [`config`]: settings and their flags.
+//!
+//! # Shutdown
+//! When `shutdown` resolves the service stops accepting, closes every
+//! WebSocket with 1001, waits for connection tasks (bounded), lets the
+//! writer commit what it had accepted, and returns.
+
+mod config;
+mod connection;
+mod error;
+mod http;
+mod hub;
+mod metrics;
+mod sequencer;
+mod session;
+mod state;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{redact_url, Config, Limits, ServiceArgs};
+pub use error::ServiceError;
+pub use metrics::install_recorder as install_metrics_recorder;
+
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::sequencer::Sequencer;
+use crate::state::Shared;
+use crate::store::Store;
+
+/// How long shutdown waits for connections to close before giving up.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves the chat service on `listener` until `shutdown` resolves.
+///
+/// Fails before serving if the store cannot be opened or migrated.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServiceError> {
+    let store = Store::open(&config.database_url).await?;
+    let prometheus = config
+        .metrics
+        .clone()
+        .unwrap_or_else(metrics::install_recorder);
+    let metrics = Arc::new(Metrics::new());
+    let hub = Arc::new(Hub::new(metrics.clone()));
+    let (sequencer, writer) = Sequencer::start(store.clone(), hub.clone(), metrics.clone());
+    let retention = config
+        .message_retention_days
+        .map(|days| tokio::spawn(prune_forever(store.clone(), days)));
+    let token = CancellationToken::new();
+    let shared = Arc::new(Shared {
+        connection_permits: Arc::new(Semaphore::new(config.limits.max_connections)),
+        config,
+        hub,
+        store: store.clone(),
+        sequencer,
+        metrics,
+        prometheus,
+        shutdown: token.clone(),
+        connections: TaskTracker::new(),
+    });
+    tracing::info!(
+        address = %listener.local_addr()?,
+        store = %redact_url(&shared.config.database_url),
+        "chat service listening"
+    );
+    let app = http::router(shared.clone());
+    let stop_token = token.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stop_token.cancel();
+        })
+        .await?;
+
+    token.cancel();
+    shared.connections.close();
+    if tokio::time::timeout(CLOSE_GRACE, shared.connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close in time");
+    }
+    if let Some(retention) = retention {
+        retention.abort();
+    }
+    // The writer ends once every sender is gone; it commits what it holds.
+    drop(shared);
+    let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
+    store.close().await;
+    tracing::info!("chat service stopped");
+    Ok(())
+}
+
+async fn prune_forever(store: Store, days: u32) {
+    let keep = chrono::Duration::days(i64::from(days));
+    let mut every = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        let cutoff = chat_proto::time::now_millis() - keep.num_milliseconds();
+        match store.prune(cutoff).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "pruned old messages"),
+            Err(error) => tracing::warn!(%error, "pruning old messages failed"),
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Service settings: a plain [`Config`] for embedding and tests, and
+//! [`ServiceArgs`] to read them from flags and the environment.
+
+use std::time::Duration;
+
+use chat_proto::ProtoLimits;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+/// Bounds on what one connection may do and hold.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub proto: ProtoLimits,
+    /// Largest frame or message accepted; larger closes with 1009.
+    pub max_frame_bytes: usize,
+    pub max_rooms_per_connection: usize,
+    pub ping_interval: Duration,
+    /// A connection that sends nothing (not even a pong) for this long is closed.
+    pub idle_timeout: Duration,
+    /// Frames queued for one client before it counts as a slow consumer.
+    pub outbound_queue: usize,
+    pub max_connections: usize,
+    /// Most messages replayed by `chat.join {since}`; beyond it the client pages.
+    pub recovery_cap: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            proto: ProtoLimits::default(),
+            max_frame_bytes: 64 * 1024,
+            max_rooms_per_connection: 100,
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+            outbound_queue: 1024,
+            max_connections: 100_000,
+            recovery_cap: 1000,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Config {
+    /// Shared secret the gateway presents in `x-internal-api-key`.
+    pub internal_api_key: String,
+    /// `memory:`, `sqlite://PATH` or `postgres://...`.
+    pub database_url: String,
+    pub message_retention_days: Option<u32>,
+    pub limits: Limits,
+    /// Where `/metrics` renders from; `None` installs the process recorder.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl Config {
+    /// In-memory store and default limits: for tests and embedding.
+    pub fn new(internal_api_key: impl Into<String>) -> Config {
+        Config {
+            internal_api_key: internal_api_key.into(),
+            database_url: "memory:".into(),
+            message_retention_days: None,
+            limits: Limits::default(),
+            metrics: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("internal_api_key", &"<redacted>")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("message_retention_days", &self.message_retention_days)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// Hides a password in `scheme://user:password@host/...` for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The service's settings as flags mirrored by environment variables. The
+/// listening address and the internal key are left to the binary, since the
+/// all-in-one command shares them with the gateway.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
+    /// Message store: `sqlite://PATH`, `postgres://...`, or `memory:` (no persistence).
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/chat.db")]
+    pub database_url: String,
+    /// Delete messages older than this many days (kept forever when unset).
+    #[arg(long, env = "MESSAGE_RETENTION_DAYS")]
+    pub message_retention_days: Option<u32>,
+    /// Longest message text in characters, after trimming.
+    #[arg(long, env = "MAX_MESSAGE_CHARS", default_value_t = 4000)]
+    pub max_message_chars: usize,
+    /// Largest WebSocket frame in bytes; larger closes the connection with 1009.
+    #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+    #[arg(long, env = "MAX_ROOMS_PER_CONNECTION", default_value_t = 100)]
+    pub max_rooms_per_connection: usize,
+    #[arg(long, env = "PING_INTERVAL_SECS", default_value_t = 30)]
+    pub ping_interval_secs: u64,
+    /// Close a connection silent for this long.
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 90)]
+    pub idle_timeout_secs: u64,
+    /// Frames queued per client before it is cut off as a slow consumer (close 1008).
+    #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub outbound_queue: usize,
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// Most missed messages `chat.join {since}` replays before answering `recovered: false`.
+    #[arg(long, env = "RECOVERY_CAP", default_value_t = 1000)]
+    pub recovery_cap: usize,
+}
+
+impl ServiceArgs {
+    pub fn into_config(self, internal_api_key: String) -> Config {
+        let defaults = Limits::default();
+        Config {
+            internal_api_key,
+            database_url: self.database_url,
+            message_retention_days: self.message_retention_days,
+            limits: Limits {
+                proto: ProtoLimits {
+                    max_message_chars: self.max_message_chars,
+                    ..defaults.proto
+                },
+                max_frame_bytes: self.max_frame_bytes,
+                max_rooms_per_connection: self.max_rooms_per_connection,
+                ping_interval: Duration::from_secs(self.ping_interval_secs.max(1)),
+                idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
+                outbound_queue: self.outbound_queue,
+                max_connections: self.max_connections,
+                recovery_cap: self.recovery_cap,
+            },
+            metrics: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            redact_url("postgres://app:secret@db:5432/chat"),
+            "postgres://app:***@db:5432/chat"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/chat"),
+            "postgres://postgres@127.0.0.1/chat"
+        );
+        assert_eq!(redact_url("sqlite://data/chat.db"), "sqlite://data/chat.db");
+    }
+}

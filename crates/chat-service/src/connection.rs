@@ -1,0 +1,163 @@
+//! One WebSocket connection: a reader that applies the protocol and a
+//! writer that drains the connection's bounded queue, polled together in
+//! one task so an idle connection costs one task and two small buffers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::hub::Frame;
+use crate::session::{Identity, Session};
+use crate::state::Shared;
+
+/// Frames written per flush: batching writes is what makes fan-out cheap,
+/// bounding the batch keeps pings and closes timely.
+const FRAMES_PER_FLUSH: usize = 64;
+
+/// Close codes the service uses (RFC 6455 section 7.4.1).
+mod close_code {
+    pub(super) const NORMAL: u16 = 1000;
+    pub(super) const GOING_AWAY: u16 = 1001;
+    pub(super) const POLICY: u16 = 1008;
+    pub(super) const TOO_BIG: u16 = 1009;
+}
+
+/// Why a connection ended, which decides how it is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    ClientClosed,
+    SocketError,
+    TooBig,
+    Idle,
+    SlowConsumer,
+    Shutdown,
+}
+
+impl End {
+    fn close_frame(self) -> Option<CloseFrame> {
+        let (code, reason) = match self {
+            End::ClientClosed | End::SocketError => return None,
+            End::TooBig => (close_code::TOO_BIG, "frame too large"),
+            End::Idle => (close_code::NORMAL, "idle timeout"),
+            End::SlowConsumer => (close_code::POLICY, "slow consumer"),
+            End::Shutdown => (close_code::GOING_AWAY, "server shutting down"),
+        };
+        Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })
+    }
+}
+
+pub(crate) async fn serve(socket: WebSocket, identity: Identity, shared: Arc<Shared>) {
+    let limits = &shared.config.limits;
+    let (conn, mut queue) = shared
+        .hub
+        .connect(identity.user_id.clone(), limits.outbound_queue);
+    tracing::debug!(conn = conn.id, "connected");
+    let mut session = Session::new(conn.clone(), identity, shared.clone());
+    let (mut sink, mut stream) = socket.split();
+    let started = Instant::now();
+    let last_heard_ms = AtomicU64::new(0);
+
+    let reader = async {
+        while let Some(received) = stream.next().await {
+            last_heard_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            match received {
+                Ok(Message::Text(text)) => session.on_text(text.as_str()).await,
+                Ok(Message::Binary(_)) => session.on_binary().await,
+                Ok(Message::Ping(_) | Message::Pong(_)) => {}
+                Ok(Message::Close(_)) => return End::ClientClosed,
+                Err(error) => return classify(&error),
+            }
+        }
+        End::ClientClosed
+    };
+    let writer = write_loop(
+        &mut sink,
+        &mut queue,
+        limits.ping_interval,
+        limits.idle_timeout,
+        || Duration::from_millis(last_heard_ms.load(Ordering::Relaxed)),
+        started,
+    );
+    let end = tokio::select! {
+        end = reader => end,
+        end = writer => end,
+        () = conn.eviction().wait() => End::SlowConsumer,
+        () = shared.shutdown.cancelled() => End::Shutdown,
+    };
+    tracing::debug!(conn = conn.id, ?end, "disconnecting");
+    session.leave_all();
+    shared.hub.disconnect(&conn);
+    if let Some(close) = end.close_frame() {
+        // Best effort: a client that stopped reading gets no more time.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            sink.send(Message::Close(Some(close))),
+        )
+        .await;
+    }
+}
+
+async fn write_loop<S, F>(
+    sink: &mut S,
+    queue: &mut mpsc::Receiver<Frame>,
+    ping_interval: Duration,
+    idle_timeout: Duration,
+    last_heard: F,
+    started: Instant,
+) -> End
+where
+    S: SinkExt<Message> + Unpin,
+    F: Fn() -> Duration,
+{
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+    let mut batch = Vec::with_capacity(FRAMES_PER_FLUSH);
+    loop {
+        tokio::select! {
+            received = queue.recv_many(&mut batch, FRAMES_PER_FLUSH) => {
+                if received == 0 {
+                    return End::Shutdown;
+                }
+                // A client that cannot take a batch within the idle timeout
+                // is as gone as one that stopped talking.
+                let written = tokio::time::timeout(idle_timeout, async {
+                    for frame in batch.drain(..) {
+                        sink.feed(Message::Text(frame)).await?;
+                    }
+                    sink.flush().await
+                })
+                .await;
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return End::SocketError,
+                    Err(_) => return End::SlowConsumer,
+                }
+            }
+            _ = ping.tick() => {
+                if started.elapsed().saturating_sub(last_heard()) >= idle_timeout {
+                    return End::Idle;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return End::SocketError;
+                }
+            }
+        }
+    }
+}
+
+fn classify(error: &axum::Error) -> End {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let inner =
+        std::error::Error::source(error).and_then(|source| source.downcast_ref::<WsError>());
+    match inner {
+        Some(WsError::Capacity(_)) => End::TooBig,
+        _ => End::SocketError,
+    }
+}

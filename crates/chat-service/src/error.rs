@@ -1,0 +1,10 @@
+use crate::store::StoreError;
+
+/// Why the service could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("message store: {0}")]
+    Store(#[from] StoreError),
+    #[error("serving HTTP: {0}")]
+    Io(#[from] std::io::Error),
+}

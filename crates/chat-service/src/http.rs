@@ -1,0 +1,269 @@
+//! The HTTP edge: the WebSocket endpoint and the internal API. Every
+//! rejection is a status with a JSON body `{"error", "code"}`.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chat_proto::api::{HistoryQuery, HistoryResponse, StatsResponse, SystemMessageRequest};
+use chat_proto::{ProtoError, RoomId, ServerEvent};
+use percent_encoding::percent_decode_str;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::hub;
+use crate::session::Identity;
+use crate::state::Shared;
+
+const MAX_USER_ID_CHARS: usize = 128;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/ws", get(websocket))
+        .route("/send-system-message", post(system_message))
+        .route("/stats", get(stats))
+        .route("/api/rooms/{room_id}/messages", get(history))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(shared)
+}
+
+/// Why an HTTP request was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    #[error("missing or invalid x-internal-api-key")]
+    Unauthorized,
+    #[error("missing or invalid x-user-id: a percent-encoded UTF-8 id of 1-128 characters")]
+    MissingUser,
+    #[error("invalid x-username: must be percent-encoded UTF-8")]
+    BadUsername,
+    #[error("{0}")]
+    BadBody(String),
+    #[error("{}", .0.message)]
+    Invalid(ProtoError),
+    #[error("expected a WebSocket upgrade request")]
+    NotWebSocket,
+    #[error("too many connections")]
+    Busy,
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error("message store unavailable")]
+    Store,
+    #[error("not found")]
+    NotFound,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::MissingUser => (StatusCode::BAD_REQUEST, "missing_user"),
+            ApiError::BadUsername => (StatusCode::BAD_REQUEST, "invalid_username"),
+            ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "invalid_format"),
+            ApiError::Invalid(error) => (StatusCode::BAD_REQUEST, error.code.as_str()),
+            ApiError::NotWebSocket => (StatusCode::BAD_REQUEST, "not_websocket"),
+            ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections"),
+            ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::Store => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        (
+            status,
+            Json(json!({"error": self.to_string(), "code": code})),
+        )
+            .into_response()
+    }
+}
+
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = headers
+        .get("x-internal-api-key")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    let expected = shared.config.internal_api_key.as_bytes();
+    if bool::from(presented.ct_eq(expected)) && !expected.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// Reads a percent-encoded UTF-8 header value.
+fn decoded_header(headers: &HeaderMap, name: &str) -> Option<Result<String, ()>> {
+    let raw = headers.get(name)?.to_str().map_err(|_| ());
+    Some(raw.and_then(|raw| {
+        percent_decode_str(raw)
+            .decode_utf8()
+            .map(|text| text.into_owned())
+            .map_err(|_| ())
+    }))
+}
+
+fn identity(headers: &HeaderMap, max_username_chars: usize) -> Result<Identity, ApiError> {
+    let user_id = match decoded_header(headers, "x-user-id") {
+        Some(Ok(id)) if !id.trim().is_empty() && id.chars().count() <= MAX_USER_ID_CHARS => id,
+        _ => return Err(ApiError::MissingUser),
+    };
+    let username = match decoded_header(headers, "x-username") {
+        None => None,
+        Some(Ok(name)) => chat_proto::client::display_name(&name, max_username_chars),
+        Some(Err(())) => return Err(ApiError::BadUsername),
+    };
+    Ok(Identity {
+        user_id: user_id.into(),
+        username: username.map(Into::into),
+    })
+}
+
+async fn websocket(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&shared, &headers)?;
+    let identity = identity(&headers, shared.config.limits.proto.max_username_chars)?;
+    let upgrade = upgrade.map_err(|_| ApiError::NotWebSocket)?;
+    if shared.shutdown.is_cancelled() {
+        return Err(ApiError::ShuttingDown);
+    }
+    let permit = shared
+        .connection_permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Busy)?;
+    let limits = &shared.config.limits;
+    let task_shared = shared.clone();
+    let response = upgrade
+        // Small buffers: most connections are idle most of the time, and
+        // frames are at most `max_frame_bytes` anyway.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_write_buffer_size(limits.max_frame_bytes * 4)
+        .max_frame_size(limits.max_frame_bytes)
+        .max_message_size(limits.max_frame_bytes)
+        .on_upgrade(move |socket| {
+            let span = tracing::info_span!("conn", user = %identity.user_id);
+            let tracker = task_shared.connections.clone();
+            tracker.track_future(tracing::Instrument::instrument(
+                async move {
+                    crate::connection::serve(socket, identity, task_shared).await;
+                    drop(permit);
+                },
+                span,
+            ))
+        });
+    Ok(response)
+}
+
+async fn system_message(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Result<Json<SystemMessageRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&shared, &headers)?;
+    let Json(body) = body.map_err(|rejection| ApiError::BadBody(rejection.body_text()))?;
+    let limits = &shared.config.limits.proto;
+    let room_id = RoomId::parse(&body.room_id, limits).map_err(ApiError::Invalid)?;
+    let message =
+        chat_proto::client::message_text(body.message, limits).map_err(ApiError::Invalid)?;
+    let timestamp = chat_proto::time::iso_millis(chat_proto::time::now_millis());
+    let frame = hub::frame(&ServerEvent::System {
+        room_id: room_id.as_str(),
+        message: &message,
+        timestamp: &timestamp,
+    });
+    let delivered = shared.hub.broadcast(&room_id, &frame, None);
+    Ok(Json(json!({ "delivered": delivered })))
+}
+
+async fn stats(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Json<StatsResponse>, ApiError> {
+    authorize(&shared, &headers)?;
+    let stats = shared.hub.stats();
+    Ok(Json(StatsResponse {
+        connected_users: stats.connected_users,
+        connections: stats.connections,
+        rooms: stats.rooms,
+    }))
+}
+
+async fn history(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(room_id): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<HistoryResponse>, ApiError> {
+    authorize(&shared, &headers)?;
+    identity(&headers, shared.config.limits.proto.max_username_chars)?;
+    let limits = &shared.config.limits.proto;
+    let room_id = RoomId::parse(&room_id, limits).map_err(ApiError::Invalid)?;
+    let Query(query) = query
+        .map_err(|_| ApiError::BadBody("before and limit must be non-negative integers".into()))?;
+    let limit =
+        chat_proto::client::history_limit_value(query.limit, limits).map_err(ApiError::Invalid)?;
+    let page = shared
+        .store
+        .page(&room_id, query.before, limit)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "history request failed");
+            ApiError::Store
+        })?;
+    Ok(Json(HistoryResponse {
+        room_id: room_id.as_str().to_owned(),
+        messages: page.messages,
+        has_more: page.has_more,
+    }))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        shared.prometheus.render(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_headers_are_percent_decoded() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-user-id", "u%201".parse().unwrap());
+        headers.insert("x-username", "Jos%C3%A9".parse().unwrap());
+        let who = identity(&headers, 64).unwrap();
+        assert_eq!(&*who.user_id, "u 1");
+        assert_eq!(who.username.as_deref(), Some("José"));
+    }
+
+    #[test]
+    fn identity_requires_a_sane_user() {
+        let mut headers = HeaderMap::new();
+        assert!(matches!(identity(&headers, 64), Err(ApiError::MissingUser)));
+        headers.insert("x-user-id", "".parse().unwrap());
+        assert!(matches!(identity(&headers, 64), Err(ApiError::MissingUser)));
+        headers.insert("x-user-id", "a".repeat(129).parse().unwrap());
+        assert!(matches!(identity(&headers, 64), Err(ApiError::MissingUser)));
+        headers.insert("x-user-id", "%FF".parse().unwrap());
+        assert!(matches!(identity(&headers, 64), Err(ApiError::MissingUser)));
+    }
+}

@@ -1,0 +1,92 @@
+//! The single writer: takes accepted messages in arrival order, commits
+//! them in batches (group commit), and only then delivers them. One writer
+//! per process gives each room one order, so `seq`s reach members
+//! increasing and without gaps, and messages from one connection keep the
+//! order they were sent in.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chat_proto::{ErrorCode, ServerEvent};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::hub::{self, ConnHandle, Hub};
+use crate::metrics::Metrics;
+use crate::store::{NewMessage, Store};
+
+/// Largest batch committed in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Accepted messages waiting for the writer before senders are slowed down.
+const QUEUE_LEN: usize = 8192;
+
+struct Submission {
+    message: NewMessage,
+    sender: ConnHandle,
+}
+
+#[derive(Clone)]
+pub(crate) struct Sequencer {
+    tx: mpsc::Sender<Submission>,
+}
+
+impl Sequencer {
+    pub(crate) fn start(
+        store: Store,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> (Sequencer, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE_LEN);
+        let task = tokio::spawn(write_loop(rx, store, hub, metrics));
+        (Sequencer { tx }, task)
+    }
+
+    /// Queues a message for commit and delivery. Waits when the writer is
+    /// behind, which slows the sender instead of growing memory.
+    pub(crate) async fn submit(&self, message: NewMessage, sender: ConnHandle) -> bool {
+        self.tx.send(Submission { message, sender }).await.is_ok()
+    }
+}
+
+async fn write_loop(
+    mut rx: mpsc::Receiver<Submission>,
+    store: Store,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+) {
+    let mut batch: Vec<Submission> = Vec::with_capacity(MAX_BATCH);
+    let mut messages: Vec<NewMessage> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let started = Instant::now();
+        messages.clear();
+        messages.extend(batch.iter().map(|s| s.message.clone()));
+        match store.append(&messages).await {
+            Ok(stored) => {
+                metrics
+                    .commit_seconds
+                    .record(started.elapsed().as_secs_f64());
+                // The store returns the batch in the order it was given.
+                for (submission, message) in batch.iter().zip(&stored) {
+                    let fanout_started = Instant::now();
+                    let frame = hub::frame(&ServerEvent::Message(message));
+                    hub.broadcast(&submission.message.room_id, &frame, Some(message.seq));
+                    metrics
+                        .fanout_seconds
+                        .record(fanout_started.elapsed().as_secs_f64());
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, messages = batch.len(), "storing messages failed; senders told");
+                let refusal = hub::frame(&ServerEvent::Error {
+                    message: "Message could not be stored; it was not delivered",
+                    code: ErrorCode::StoreUnavailable,
+                });
+                for submission in &batch {
+                    metrics.error(ErrorCode::StoreUnavailable);
+                    submission.sender.push(&refusal);
+                }
+            }
+        }
+        batch.clear();
+    }
+}

@@ -1,0 +1,150 @@
+//! Message storage: assigns each room's `seq` and keeps history.
+//!
+//! The store never sends anything. [`Store::append`] commits a batch and
+//! returns the stored messages; the caller delivers them. That keeps the
+//! rule "durable before echo" in one place (the sequencer) and lets the
+//! same store serve a future cross-process bus.
+//!
+//! Backends: `memory:` (no persistence; recent history per room kept in
+//! RAM), `sqlite://PATH` (the embedded default) and `postgres://...`.
+
+mod memory;
+mod sql;
+
+use std::sync::Arc;
+
+use chat_proto::{ChatMessage, RoomId};
+
+pub(crate) use memory::MemoryStore;
+pub(crate) use sql::SqlStore;
+
+/// A message accepted from a client, before the store gives it a `seq`.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: String,
+    pub room_id: RoomId,
+    pub user_id: Arc<str>,
+    pub username: Arc<str>,
+    pub message: String,
+    pub timestamp_ms: i64,
+}
+
+impl NewMessage {
+    fn stored(&self, seq: u64) -> ChatMessage {
+        ChatMessage {
+            id: self.id.clone(),
+            seq,
+            room_id: self.room_id.as_str().to_owned(),
+            user_id: self.user_id.clone(),
+            username: self.username.clone(),
+            message: self.message.clone(),
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
+}
+
+/// One page of history, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub messages: Vec<ChatMessage>,
+    /// Older messages exist before the first one returned.
+    pub has_more: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported DATABASE_URL {0:?}: use memory:, sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    #[error("{0}")]
+    Database(#[from] sqlx::Error),
+    #[error("applying migrations: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("creating the database directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Clone)]
+pub enum Store {
+    Memory(Arc<MemoryStore>),
+    Sql(SqlStore),
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the store named by `url`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        if url == "memory:" || url == "memory://" {
+            return Ok(Store::Memory(Arc::new(MemoryStore::new(
+                memory::DEFAULT_KEEP_PER_ROOM,
+            ))));
+        }
+        if url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+        {
+            return Ok(Store::Sql(SqlStore::open(url).await?));
+        }
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+
+    pub fn is_persistent(&self) -> bool {
+        matches!(self, Store::Sql(_))
+    }
+
+    /// Commits the batch atomically and returns it with `seq`s assigned, in
+    /// the same order. Within a room, `seq`s follow batch order.
+    pub async fn append(&self, batch: &[NewMessage]) -> Result<Vec<ChatMessage>, StoreError> {
+        match self {
+            Store::Memory(store) => Ok(store.append(batch)),
+            Store::Sql(store) => store.append(batch).await,
+        }
+    }
+
+    /// The highest `seq` in the room, 0 if it has none.
+    pub async fn last_seq(&self, room: &RoomId) -> Result<u64, StoreError> {
+        match self {
+            Store::Memory(store) => Ok(store.last_seq(room)),
+            Store::Sql(store) => store.last_seq(room).await,
+        }
+    }
+
+    /// Up to `limit` messages with `seq > since`, oldest first.
+    pub async fn after(
+        &self,
+        room: &RoomId,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        match self {
+            Store::Memory(store) => Ok(store.after(room, since, limit)),
+            Store::Sql(store) => store.after(room, since, limit).await,
+        }
+    }
+
+    /// The newest `limit` messages with `seq < before` (or the newest at all).
+    pub async fn page(
+        &self,
+        room: &RoomId,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<HistoryPage, StoreError> {
+        match self {
+            Store::Memory(store) => Ok(store.page(room, before, limit)),
+            Store::Sql(store) => store.page(room, before, limit).await,
+        }
+    }
+
+    /// Deletes messages older than `cutoff_ms`; returns how many.
+    pub async fn prune(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        match self {
+            Store::Memory(store) => Ok(store.prune(cutoff_ms)),
+            Store::Sql(store) => store.prune(cutoff_ms).await,
+        }
+    }
+
+    /// Waits for in-flight work and closes connections to the database.
+    pub async fn close(&self) {
+        if let Store::Sql(store) = self {
+            store.close().await;
+        }
+    }
+}
