@@ -108,6 +108,7 @@ describe('chat page', { timeout: 180_000 }, () => {
       const error = carol.page.locator('#messages [data-event="error"]');
       await error.waitFor();
       assert.match(await error.textContent(), /invalid_room/);
+      await screenshot(carol.page, 'errors-invalid-room');
       await carol.page.locator('#tabs .tab').first().waitFor({ state: 'detached' });
       await waitForText(carol.page, '#status', 'Connected');
 
