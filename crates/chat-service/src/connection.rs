@@ -18,6 +18,9 @@ use crate::state::Shared;
 /// bounding the batch keeps pings and closes timely.
 const FRAMES_PER_FLUSH: usize = 64;
 
+/// Longest wait for a client to answer our close frame.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
+
 /// Close codes the service uses (RFC 6455 section 7.4.1).
 mod close_code {
     pub(super) const NORMAL: u16 = 1000;
@@ -95,11 +98,18 @@ pub(crate) async fn serve(socket: WebSocket, identity: Identity, shared: Arc<Sha
     session.leave_all();
     shared.hub.disconnect(&conn);
     if let Some(close) = end.close_frame() {
-        // Best effort: a client that stopped reading gets no more time.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            sink.send(Message::Close(Some(close))),
-        )
+        // The closing handshake, bounded: a client that stopped reading
+        // gets no more time, and one that answers lets its socket close
+        // cleanly instead of being reset with the close frame unread.
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+            sink.send(Message::Close(Some(close))).await?;
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+            Ok::<(), axum::Error>(())
+        })
         .await;
     }
 }
