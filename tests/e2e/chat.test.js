@@ -120,6 +120,22 @@ describe('chat page', { timeout: 180_000 }, () => {
     }
   });
 
+  it('explains a failed connection when not signed in', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const context = await browser.newContext();
+    opened.push({ context });
+    const page = await context.newPage();
+    page.setDefaultTimeout(10_000);
+    try {
+      await page.goto(`${server.gatewayUrl}/chat-test.html`);
+      await page.click('#connect');
+      await page.locator('#messages [data-event="client.notice"]').waitFor();
+      assert.match(await page.locator('#messages [data-event="client.notice"]').textContent(), /Sign in/);
+      await waitForText(page, '#status', 'Disconnected');
+    } finally {
+      await screenshot(page, 'not-signed-in');
+    }
+  });
+
   it('keeps a separate list per room and counts unread messages', { timeout: TEST_TIMEOUT_MS }, async () => {
     const dave = await open('dave');
     const erin = await open('erin');
