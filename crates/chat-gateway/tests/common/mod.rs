@@ -1,0 +1,256 @@
+//! Real chat service + real gateway on 127.0.0.1 port 0, tokens minted here.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chat_gateway::{GatewayConfig, JwtConfig, ServiceUrl};
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const KEY: &str = "test-internal-key";
+pub const SECRET: &str = "test-secret";
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A server task with a stop switch.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Triggers graceful shutdown and waits for `run` to return.
+    pub async fn stop(mut self) -> Duration {
+        let started = std::time::Instant::now();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("server stops within its budget")
+                .expect("server task");
+        }
+        started.elapsed()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub async fn start_service() -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        chat_service::run(listener, chat_service::Config::new(KEY), async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("service runs");
+    });
+    Running {
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+pub fn gateway_config(service: SocketAddr) -> GatewayConfig {
+    let url = ServiceUrl::parse(&format!("http://{service}")).unwrap();
+    let mut jwt = JwtConfig::hs256(SECRET);
+    jwt.leeway = Duration::ZERO;
+    let mut config = GatewayConfig::new(url, KEY, jwt);
+    // Most tests open many sockets from one address; limit tests lower these.
+    config.limits.connect_burst = 1000.try_into().unwrap();
+    config.limits.max_connections_per_user = 1000;
+    // The service installs the process-wide recorder; render that one.
+    config.metrics = Some(chat_service::install_metrics_recorder());
+    config
+}
+
+pub async fn start_gateway(config: GatewayConfig) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        chat_gateway::run(listener, config, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("gateway runs");
+    });
+    Running {
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+/// Service plus a gateway in front of it with the default test config.
+pub async fn start_pair() -> (Running, Running) {
+    let service = start_service().await;
+    let gateway = start_gateway(gateway_config(service.addr)).await;
+    (service, gateway)
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub fn sign(claims: &Value) -> String {
+    sign_with(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+        claims,
+    )
+}
+
+pub fn sign_with(alg: Algorithm, key: &EncodingKey, claims: &Value) -> String {
+    jsonwebtoken::encode(&Header::new(alg), claims, key).unwrap()
+}
+
+/// A valid HS256 token for `user` (also its username).
+pub fn token(user: &str) -> String {
+    sign(&json!({ "sub": user, "username": user, "exp": now() + 3600 }))
+}
+
+pub fn cookie(token: &str) -> String {
+    format!("theme=dark; access_token={token}; other=1")
+}
+
+/// Opens `/chat/ws` with extra headers; an HTTP refusal comes back as `Err(status)`.
+pub async fn connect(gateway: SocketAddr, headers: &[(&str, &str)]) -> Result<Client, u16> {
+    let mut request = format!("ws://{gateway}/chat/ws")
+        .into_client_request()
+        .unwrap();
+    for (name, value) in headers {
+        request.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("handshake finishes")
+    {
+        Ok((ws, _)) => Ok(ws),
+        Err(WsError::Http(response)) => Err(response.status().as_u16()),
+        Err(other) => panic!("unexpected handshake error: {other}"),
+    }
+}
+
+/// The refused handshake's full response (status, headers, JSON body).
+pub async fn refused(
+    gateway: SocketAddr,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, Value) {
+    let mut request = format!("ws://{gateway}/chat/ws")
+        .into_client_request()
+        .unwrap();
+    for (name, value) in headers {
+        request.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Err(WsError::Http(response)) => {
+            let (parts, body) = response.into_parts();
+            let body = body
+                .map(|b| serde_json::from_slice(&b).unwrap())
+                .unwrap_or(Value::Null);
+            (parts.status.as_u16(), parts.headers, body)
+        }
+        Ok(_) => panic!("handshake unexpectedly accepted"),
+        Err(other) => panic!("unexpected handshake error: {other}"),
+    }
+}
+
+pub async fn connect_as(gateway: SocketAddr, user: &str) -> Client {
+    let token = token(user);
+    connect(gateway, &[("cookie", &cookie(&token))])
+        .await
+        .expect("authenticated connect")
+}
+
+pub async fn send_json(ws: &mut Client, value: Value) {
+    ws.send(Message::text(value.to_string())).await.unwrap();
+}
+
+/// The next text frame as JSON (skipping pings).
+pub async fn next_json(ws: &mut Client) -> Value {
+    loop {
+        let message = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("socket open")
+            .expect("frame ok");
+        match message {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// Skips to the next frame whose `event` is `event`.
+pub async fn next_event(ws: &mut Client, event: &str) -> Value {
+    loop {
+        let value = next_json(ws).await;
+        if value["event"] == event {
+            return value;
+        }
+    }
+}
+
+/// Reads until the close frame; returns its code (1005 when none, 1006 when
+/// the socket ended without one).
+pub async fn close_code(ws: &mut Client) -> u16 {
+    close_code_within(ws, WAIT).await
+}
+
+pub async fn close_code_within(ws: &mut Client, within: Duration) -> u16 {
+    let read = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map_or(1005, |f| u16::from(f.code));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return 1006,
+            }
+        }
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .expect("closed in time")
+}
+
+pub async fn join(ws: &mut Client, room: &str) {
+    send_json(ws, json!({"event": "chat.join", "data": {"roomId": room}})).await;
+    next_event(ws, "chat.joined").await;
+}
+
+pub fn close_code_value(code: u16) -> CloseCode {
+    CloseCode::from(code)
+}
