@@ -20,7 +20,7 @@ use crate::error::BenchError;
 use crate::payload::{self, decode_frame, is_chat_message, now_ns};
 use crate::schedule;
 use crate::setup::{open_all, Seat};
-use crate::stats::{thousands, LatencySummary, Recorder, Table, BATCH};
+use crate::stats::{thousands, LatencySummary, Recorder, BATCH};
 use crate::target::Target;
 
 /// Lead time between spawning the load tasks and the first send.
@@ -401,8 +401,8 @@ async fn show_progress(
 
 impl PhaseReport {
     pub fn table(&self) -> String {
-        let mut table = Table::new(&["", "value"]);
-        let mut row = |name: &str, value: String| table.row(vec![name.to_owned(), value]);
+        let mut lines = Vec::new();
+        let mut row = |name: &str, value: String| lines.push(format!("{name:<15} {value}"));
         row("target", self.target.to_owned());
         row(
             "shape",
@@ -443,6 +443,6 @@ impl PhaseReport {
         if let Some(error) = &self.first_error {
             row("first error", error.clone());
         }
-        table.render()
+        lines.join("\n") + "\n"
     }
 }
