@@ -1,0 +1,190 @@
+//! The all-in-one `chat` binary as a new user runs it: port 0 for both
+//! listeners, the printed URLs, dev login, a socket through the gateway,
+//! graceful exit on SIGTERM; and `chat token`.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+const CHAT: &str = env!("CARGO_BIN_EXE_chat");
+
+fn chat_command() -> Command {
+    let mut command = Command::new(CHAT);
+    command
+        .env_remove("JWT_SECRET")
+        .env_remove("JWT_PUBLIC_KEY")
+        .env_remove("INTERNAL_API_KEY")
+        .env("PORT", "0")
+        .env("SERVICE_PORT", "0")
+        .env("HOST", "127.0.0.1")
+        .env("DATABASE_URL", "memory:")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+struct Started {
+    child: Child,
+    service_port: u16,
+    gateway_port: u16,
+    open_line: String,
+}
+
+async fn start(mut command: Command) -> Started {
+    let mut child = command.spawn().expect("chat starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let read = async {
+        let mut found = (None, None, None);
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("chat-service listening on http://127.0.0.1:") {
+                found.0 = Some(url.parse::<u16>().unwrap());
+            } else if let Some(url) = line.strip_prefix("chat-gateway listening on http://") {
+                found.1 = Some(url.rsplit(':').next().unwrap().parse::<u16>().unwrap());
+            } else if line.starts_with("Open http://localhost:") {
+                found.2 = Some(line);
+                break;
+            }
+        }
+        found
+    };
+    let (service, gateway, open) = tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("chat prints its URLs");
+    Started {
+        child,
+        service_port: service.expect("service line"),
+        gateway_port: gateway.expect("gateway line"),
+        open_line: open.expect("open line"),
+    }
+}
+
+/// One raw HTTP/1.1 exchange; returns the response head (status line and headers).
+async fn http_head(port: u16, request: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .expect("response in time")
+            .unwrap();
+        response.extend_from_slice(&buffer[..n]);
+        if n == 0 || response.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+fn get(path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n")
+}
+
+async fn terminate(mut child: Child) {
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(12), child.wait())
+        .await
+        .expect("exits within the shutdown budget")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test]
+async fn all_in_one_with_dev_login_relays_a_socket() {
+    let started = start(chat_command()).await;
+    let port = started.gateway_port;
+    assert_eq!(
+        started.open_line,
+        format!("Open http://localhost:{port}/dev/login?user=alice")
+    );
+    assert!(http_head(started.service_port, &get("/healthz", ""))
+        .await
+        .starts_with("HTTP/1.1 200"));
+    assert!(http_head(port, &get("/healthz", ""))
+        .await
+        .starts_with("HTTP/1.1 200"));
+
+    let login = http_head(port, &get("/dev/login?user=alice", "")).await;
+    assert!(login.starts_with("HTTP/1.1 303"), "{login}");
+    let cookie = login
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a cookie")
+        .to_owned();
+    assert!(cookie.starts_with("access_token="));
+
+    let upgrade = format!(
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nCookie: {cookie}\r\n"
+    );
+    let head = http_head(port, &get("/chat/ws", &upgrade)).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+    let anonymous = http_head(port, &get("/chat/ws", &upgrade.replace(&cookie, "x=1"))).await;
+    assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
+
+    terminate(started.child).await;
+}
+
+#[tokio::test]
+async fn configured_secret_disables_dev_login_and_signs_chat_tokens() {
+    let mut command = chat_command();
+    command.env("JWT_SECRET", "all-in-one-secret");
+    let started = start(command).await;
+    let port = started.gateway_port;
+    assert_eq!(started.open_line, format!("Open http://localhost:{port}/"));
+    assert!(http_head(port, &get("/dev/login?user=alice", ""))
+        .await
+        .starts_with("HTTP/1.1 404"));
+
+    let output = Command::new(CHAT)
+        .args([
+            "token",
+            "--user",
+            "42",
+            "--username",
+            "TestUser",
+            "--ttl",
+            "60",
+        ])
+        .env("JWT_SECRET", "all-in-one-secret")
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.split('.').count(), 3);
+    let upgrade = format!(
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nCookie: access_token={token}\r\n"
+    );
+    assert!(http_head(port, &get("/chat/ws", &upgrade))
+        .await
+        .starts_with("HTTP/1.1 101"));
+    terminate(started.child).await;
+
+    let missing = Command::new(CHAT)
+        .args(["token", "--user", "42"])
+        .env_remove("JWT_SECRET")
+        .output()
+        .await
+        .unwrap();
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8(missing.stderr).unwrap();
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("JWT_SECRET"));
+}
