@@ -124,7 +124,7 @@ describe('chat page', { timeout: 180_000 }, () => {
     const context = await browser.newContext();
     opened.push({ context });
     const page = await context.newPage();
-    page.setDefaultTimeout(10_000);
+    page.setDefaultTimeout(15_000);
     try {
       await page.goto(`${server.gatewayUrl}/chat-test.html`);
       await page.click('#connect');

@@ -12,7 +12,7 @@ const ARTIFACTS = path.join(__dirname, 'artifacts');
 const INTERNAL_API_KEY = 'browser-e2e-internal-key';
 const STARTUP_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 10_000;
-const STEP_TIMEOUT_MS = 10_000;
+const STEP_TIMEOUT_MS = 15_000;
 
 const SERVICE_LINE = /chat-service listening on (http:\/\/127\.0\.0\.1:\d+)/;
 const GATEWAY_LINE = /chat-gateway listening on (http:\/\/[^\s]+:\d+)/;
