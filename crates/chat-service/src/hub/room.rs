@@ -86,17 +86,17 @@ impl Room {
         let Some(member) = self.members.iter_mut().find(|m| m.conn.id == conn_id) else {
             return Vec::new();
         };
-        let held = match &mut member.pending {
-            Some(held) if !held.is_empty() => std::mem::take(held),
-            _ => {
-                member.pending = None;
-                return Vec::new();
-            }
-        };
-        held.into_iter()
+        let held = member.pending.take().unwrap_or_default();
+        let fresh: Vec<Frame> = held
+            .into_iter()
             .filter(|(seq, _)| seq.is_none_or(|seq| seq > skip_through))
             .map(|(_, frame)| frame)
-            .collect()
+            .collect();
+        if !fresh.is_empty() {
+            // Still pending: what arrives while these are sent is held too.
+            member.pending = Some(Vec::new());
+        }
+        fresh
     }
 
     /// Returns (connections reached, connections evicted just now).

@@ -15,6 +15,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod backends;
+
 pub const KEY: &str = "test-internal-key";
 pub const WAIT: Duration = Duration::from_secs(5);
 
