@@ -5,22 +5,21 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::Upgraded;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::admission::UserSlot;
 use crate::state::Gateway;
+use crate::upstream::UpstreamSocket;
 
 pub type ClientSocket = WebSocketStream<TokioIo<Upgraded>>;
-pub type UpstreamSocket = WebSocketStream<TcpStream>;
 
 const RATE_LIMITED: &str =
     r#"{"event":"error","data":{"message":"Rate limit exceeded","code":"rate_limited"}}"#;
@@ -33,7 +32,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// connection costs little, and anything over the limit is refused with 1009.
 pub fn client_ws_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(512)
+        .read_buffer_size(256)
         .write_buffer_size(0)
         .max_message_size(Some(max_message_bytes))
         .max_frame_size(Some(max_message_bytes))
@@ -60,10 +59,27 @@ enum Ending {
     UpstreamLost,
 }
 
-pub async fn relay(mut client: ClientSocket, mut upstream: UpstreamSocket, ctx: RelayContext) {
+/// Runs one admitted connection from the client's upgrade to the last close
+/// frame. Everything lives in this one future (no nested by-value futures,
+/// the rare close path boxed) because its size is most of a socket's cost.
+pub async fn serve(on_upgrade: OnUpgrade, mut upstream: UpstreamSocket, ctx: RelayContext) {
     let gateway = &ctx.gateway;
     let limits = &gateway.config.limits;
     let user = ctx.slot.user();
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            tracing::debug!(side = "client", error = %e, "client upgrade failed");
+            let _ = Box::pin(upstream.close(None)).await;
+            return;
+        }
+    };
+    let mut client = WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Server,
+        Some(client_ws_config(limits.max_message_bytes)),
+    )
+    .await;
     metrics::gauge!("gateway_connections").increment(1.0);
     metrics::counter!("gateway_connections_total").increment(1);
 
@@ -136,7 +152,7 @@ pub async fn relay(mut client: ClientSocket, mut upstream: UpstreamSocket, ctx: 
             }
         }
     };
-    finish(ending, &mut client, &mut upstream, user).await;
+    Box::pin(finish(ending, &mut client, &mut upstream, user)).await;
     metrics::gauge!("gateway_connections").decrement(1.0);
     drop(ctx);
 }

@@ -14,17 +14,14 @@ use http::header::{
 use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::WebSocketStream;
 
 use crate::admission::{client_ip, origin_allowed};
 use crate::auth::{mint_hs256_token, Identity, ACCESS_TOKEN_COOKIE};
 use crate::config::JwtKey;
 use crate::rejection::Rejection;
-use crate::relay::{client_ws_config, relay, RelayContext};
+use crate::relay::{serve, RelayContext};
 use crate::state::Gateway;
 
 const CHAT_PAGE: &str = include_str!("../../../tests/webSocket/chat-test.html");
@@ -93,25 +90,7 @@ async fn chat_ws(
         slot,
         gateway: gateway.clone(),
     };
-    let client_config = client_ws_config(limits.max_message_bytes);
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let client = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(client_config),
-                )
-                .await;
-                relay(client, upstream, context).await;
-            }
-            Err(e) => {
-                tracing::debug!(side = "client", error = %e, "client upgrade failed");
-                let mut upstream = upstream;
-                let _ = upstream.close(None).await;
-            }
-        }
-    });
+    tokio::spawn(serve(on_upgrade, upstream, context));
 
     Ok(Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)

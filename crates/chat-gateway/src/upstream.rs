@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::Identity;
@@ -16,6 +18,10 @@ use crate::GatewayError;
 pub const INTERNAL_KEY_HEADER: &str = "x-internal-api-key";
 pub const USER_ID_HEADER: &str = "x-user-id";
 pub const USERNAME_HEADER: &str = "x-username";
+/// A 101 from the service is a few hundred bytes; anything this big is wrong.
+const MAX_RESPONSE_HEAD: usize = 8 * 1024;
+
+pub type UpstreamSocket = WebSocketStream<TcpStream>;
 
 /// RFC 3986 unreserved characters stay, everything else becomes `%XX` of its
 /// UTF-8 bytes: the service decodes ids and names such as "李雷" intact.
@@ -83,7 +89,7 @@ pub enum UpstreamError {
     #[error("chat service refused the WebSocket handshake with status {0}")]
     Refused(StatusCode),
     #[error("chat service WebSocket handshake failed: {0}")]
-    Handshake(tokio_tungstenite::tungstenite::Error),
+    Handshake(String),
     #[error("chat service request failed: {0}")]
     Http(reqwest::Error),
 }
@@ -112,7 +118,7 @@ pub struct Upstream {
 /// buffers stay small because most frames are.
 pub fn upstream_ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(1024)
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .max_message_size(Some(16 << 20))
         .max_frame_size(Some(16 << 20))
@@ -164,36 +170,85 @@ impl Upstream {
 
     /// Opens the service's `/ws` for this user; done before the client gets
     /// its 101 so an unreachable service is an honest 502.
-    pub async fn connect(
-        &self,
-        identity: &Identity,
-    ) -> Result<WebSocketStream<TcpStream>, UpstreamError> {
-        let url = format!("ws://{}{}/ws", self.url.authority(), self.url.base_path);
-        let mut request = url
-            .into_client_request()
-            .map_err(UpstreamError::Handshake)?;
-        request
-            .headers_mut()
-            .extend(self.identity_headers(identity));
+    pub async fn connect(&self, identity: &Identity) -> Result<UpstreamSocket, UpstreamError> {
         let connecting = async {
             let tcp = TcpStream::connect((self.url.host.as_str(), self.url.port))
                 .await
                 .map_err(UpstreamError::Unreachable)?;
             // Chat frames are small and latency-sensitive.
             let _ = tcp.set_nodelay(true);
-            tokio_tungstenite::client_async_with_config(request, tcp, Some(upstream_ws_config()))
-                .await
-                .map(|(ws, _response)| ws)
-                .map_err(|e| match e {
-                    tokio_tungstenite::tungstenite::Error::Http(response) => {
-                        UpstreamError::Refused(response.status())
-                    }
-                    other => UpstreamError::Handshake(other),
-                })
+            self.handshake(tcp, identity).await
         };
         tokio::time::timeout(self.connect_timeout, connecting)
             .await
             .map_err(|_| UpstreamError::Timeout)?
+    }
+
+    /// The RFC 6455 client handshake, done here rather than by tungstenite
+    /// because its handshake buffer (4 KiB and more) would live on as the
+    /// socket's read buffer for the whole connection.
+    async fn handshake(
+        &self,
+        mut tcp: TcpStream,
+        identity: &Identity,
+    ) -> Result<UpstreamSocket, UpstreamError> {
+        let key = generate_key();
+        let mut request = format!(
+            "GET {}/ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n",
+            self.url.base_path,
+            self.url.authority()
+        );
+        for (name, value) in self.identity_headers(identity) {
+            let value = value.to_str().expect("identity headers are ASCII");
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        let io_error = |e: std::io::Error| UpstreamError::Handshake(e.to_string());
+        tcp.write_all(request.as_bytes()).await.map_err(io_error)?;
+
+        let mut head = Vec::with_capacity(256);
+        let head_len = loop {
+            let mut chunk = [0u8; 256];
+            let read = tcp.read(&mut chunk).await.map_err(io_error)?;
+            if read == 0 {
+                return Err(UpstreamError::Handshake("closed during handshake".into()));
+            }
+            head.extend_from_slice(&chunk[..read]);
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut response = httparse::Response::new(&mut headers);
+            match response.parse(&head) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let status = response.code.unwrap_or(0);
+                    if status != 101 {
+                        let status = StatusCode::from_u16(status)
+                            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                        return Err(UpstreamError::Refused(status));
+                    }
+                    let expected = derive_accept_key(key.as_bytes());
+                    let accepted = response.headers.iter().any(|h| {
+                        h.name.eq_ignore_ascii_case("sec-websocket-accept")
+                            && h.value == expected.as_bytes()
+                    });
+                    if !accepted {
+                        return Err(UpstreamError::Handshake("bad Sec-WebSocket-Accept".into()));
+                    }
+                    break len;
+                }
+                Ok(httparse::Status::Partial) if head.len() < MAX_RESPONSE_HEAD => {}
+                Ok(httparse::Status::Partial) => {
+                    return Err(UpstreamError::Handshake("response head too large".into()))
+                }
+                Err(e) => return Err(UpstreamError::Handshake(e.to_string())),
+            }
+        };
+        let early_frames = head.split_off(head_len);
+        let config = Some(upstream_ws_config());
+        Ok(if early_frames.is_empty() {
+            WebSocketStream::from_raw_socket(tcp, Role::Client, config).await
+        } else {
+            WebSocketStream::from_partially_read(tcp, early_frames, Role::Client, config).await
+        })
     }
 
     /// `GET /api/rooms/{roomId}/messages` on the service for this user.
