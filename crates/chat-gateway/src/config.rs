@@ -225,6 +225,8 @@ impl GatewayArgs {
             audience: non_empty(self.jwt_audience),
             leeway: Duration::from_secs(self.jwt_leeway_secs),
         };
+        // Refuse a bad key now, before the binary binds and announces itself.
+        crate::auth::TokenVerifier::new(&jwt)?;
         let mut config = GatewayConfig::new(service_url, internal_api_key, jwt);
         config.allowed_origins = self
             .allowed_origins
