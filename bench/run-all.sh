@@ -8,7 +8,7 @@
 #
 # Results: one JSON file per measurement in $OUT, then a summary of medians
 # (bench/summarize.js). Every run is bounded: capacity searches stop at the
-# first failing step (at most 30 steps), fixed-rate runs last 10 s.
+# first failing step (at most 40 steps), fixed-rate runs last 10 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -119,7 +119,7 @@ for round in $(seq "$RUNS"); do
   done < <(targets)
   while read -r name kind url; do
     bench "capacity-$name-$round" "$kind" "$url" capacity "${SHAPE[@]}" "${STEP[@]}" \
-      --from 20000 --to 1600000 --factor 1.4
+      --from 20000 --to 3200000 --factor 1.4
   done < <(targets)
   while read -r name kind url; do
     case "$kind" in gateway) ;; *) continue ;; esac

@@ -19,7 +19,7 @@ use crate::stats::{thousands, Table};
 use crate::target::Target;
 
 /// Hard bound on the number of load steps of one search.
-pub const MAX_STEPS: usize = 30;
+pub const MAX_STEPS: usize = 40;
 
 #[derive(Clone, Debug)]
 pub struct CapacityParams {
@@ -29,6 +29,9 @@ pub struct CapacityParams {
     pub to: f64,
     pub factor: f64,
     pub refine: usize,
+    /// Times a failing rate is tried again before it counts as failed (the
+    /// machine is shared: one stray stall should not end the search).
+    pub retries: usize,
     pub step_duration: Duration,
     pub drain: Duration,
     pub cooldown: Duration,
@@ -71,7 +74,7 @@ impl CapacityParams {
     /// The most steps the search can take.
     pub fn planned_steps(&self) -> usize {
         let climb = ((self.to / self.from).ln() / self.factor.ln()).floor() as usize + 1;
-        climb + self.refine
+        (climb + self.refine) * (1 + self.retries)
     }
 
     /// Why a step fails the capacity criterion, if it does.
@@ -186,8 +189,21 @@ struct Search<'a> {
 }
 
 impl Search<'_> {
-    /// Runs one step at `deliveries` offered per second; true when it passes.
+    /// Tries `deliveries` offered per second, again up to `retries` times
+    /// while it fails without dropping connections; true when a try passes.
     async fn step(&mut self, deliveries: f64) -> Result<bool, BenchError> {
+        for _ in 0..self.params.retries {
+            if self.try_rate(deliveries).await? {
+                return Ok(true);
+            }
+            if self.steps.last().is_some_and(|s| s.report.disconnects > 0) {
+                return Ok(false);
+            }
+        }
+        self.try_rate(deliveries).await
+    }
+
+    async fn try_rate(&mut self, deliveries: f64) -> Result<bool, BenchError> {
         let rate = schedule::rate_for_deliveries(deliveries, self.publishers_total, self.members);
         let phase = u32::try_from(self.steps.len() + 1).unwrap_or(u32::MAX);
         let label = format!("{}/s", thousands(deliveries as u64));
@@ -259,6 +275,7 @@ mod tests {
             to: 1_000_000.0,
             factor: 1.5,
             refine: 3,
+            retries: 0,
             step_duration: Duration::from_secs(5),
             drain: Duration::from_secs(1),
             cooldown: Duration::from_secs(1),
@@ -276,5 +293,10 @@ mod tests {
             ..params()
         };
         assert!(wide.validate().is_err());
+        let retrying = CapacityParams {
+            retries: 1,
+            ..params()
+        };
+        assert_eq!(retrying.planned_steps(), 22);
     }
 }

@@ -108,7 +108,7 @@ pub enum Command {
         #[arg(long, default_value_t = 20_000.0)]
         from: f64,
         /// Highest offered deliveries/s to try.
-        #[arg(long, default_value_t = 2_000_000.0)]
+        #[arg(long, default_value_t = 3_200_000.0)]
         to: f64,
         /// Rate multiplier between climbing steps.
         #[arg(long, default_value_t = 1.3)]
@@ -116,6 +116,9 @@ pub enum Command {
         /// Bisection steps between the last pass and the first failure.
         #[arg(long, default_value_t = 3)]
         refine: usize,
+        /// Times a failing rate is tried again before it counts as failed.
+        #[arg(long, default_value_t = 1)]
+        retries: usize,
         /// Seconds of load per step.
         #[arg(long, default_value_t = 5.0)]
         step_duration: f64,
