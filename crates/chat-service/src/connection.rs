@@ -71,8 +71,11 @@ pub(crate) async fn serve(socket: WebSocket, identity: Identity, shared: Arc<Sha
         while let Some(received) = stream.next().await {
             last_heard_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
             match received {
-                Ok(Message::Text(text)) => session.on_text(text.as_str()).await,
-                Ok(Message::Binary(_)) => session.on_binary().await,
+                // Boxed: the handler's futures (store queries included) are
+                // large, and an idle connection should not carry their
+                // space in its task all the time.
+                Ok(Message::Text(text)) => Box::pin(session.on_text(text.as_str())).await,
+                Ok(Message::Binary(_)) => Box::pin(session.on_binary()).await,
                 Ok(Message::Ping(_) | Message::Pong(_)) => {}
                 Ok(Message::Close(_)) => return End::ClientClosed,
                 Err(error) => return classify(&error),
@@ -128,18 +131,21 @@ where
 {
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
-    let mut batch = Vec::with_capacity(FRAMES_PER_FLUSH);
     loop {
         tokio::select! {
-            received = queue.recv_many(&mut batch, FRAMES_PER_FLUSH) => {
-                if received == 0 {
+            first = queue.recv() => {
+                let Some(first) = first else {
                     return End::Shutdown;
-                }
+                };
                 // A client that cannot take a batch within the idle timeout
                 // is as gone as one that stopped talking.
                 let written = tokio::time::timeout(idle_timeout, async {
-                    for frame in batch.drain(..) {
-                        sink.feed(Message::Text(frame)).await?;
+                    sink.feed(Message::Text(first.text())).await?;
+                    for _ in 1..FRAMES_PER_FLUSH {
+                        match queue.try_recv() {
+                            Ok(frame) => sink.feed(Message::Text(frame.text())).await?,
+                            Err(_) => break,
+                        }
                     }
                     sink.flush().await
                 })

@@ -148,21 +148,28 @@ async fn websocket(
     let response = upgrade
         // Small buffers: most connections are idle most of the time, and
         // frames are at most `max_frame_bytes` anyway.
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(8 * 1024)
+        .read_buffer_size(512)
+        // Flushes go out in pieces of about this size; the buffer keeps its
+        // largest size for the connection's life, so it stays small.
+        .write_buffer_size(2 * 1024)
         .max_write_buffer_size(limits.max_frame_bytes * 4)
         .max_frame_size(limits.max_frame_bytes)
         .max_message_size(limits.max_frame_bytes)
         .on_upgrade(move |socket| {
+            // The connection gets a task of its own, sized for its own
+            // future: the task that performed the upgrade ends here and
+            // frees its larger state, which idle connections would
+            // otherwise carry for their whole life.
             let span = tracing::info_span!("conn", user = %identity.user_id);
             let tracker = task_shared.connections.clone();
-            tracker.track_future(tracing::Instrument::instrument(
+            tracker.spawn(tracing::Instrument::instrument(
                 async move {
                     crate::connection::serve(socket, identity, task_shared).await;
                     drop(permit);
                 },
                 span,
-            ))
+            ));
+            std::future::ready(())
         });
     Ok(response)
 }

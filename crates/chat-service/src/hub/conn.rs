@@ -9,8 +9,22 @@ use tokio::sync::{mpsc, Notify};
 
 pub(crate) type ConnId = u64;
 
-/// An encoded frame. Cloning shares the bytes, so one broadcast encodes once.
-pub(crate) type Frame = Utf8Bytes;
+/// An encoded frame, encoded once per broadcast; clones share the bytes.
+/// Queues hold it as one thin pointer: every connection keeps a few queue
+/// blocks for its whole life, so the slot size is paid per idle client.
+#[derive(Clone, Debug)]
+pub(crate) struct Frame(Arc<Utf8Bytes>);
+
+impl Frame {
+    pub(crate) fn new(text: String) -> Frame {
+        Frame(Arc::new(Utf8Bytes::from(text)))
+    }
+
+    /// The bytes to write; a reference count, not a copy.
+    pub(crate) fn text(&self) -> Utf8Bytes {
+        (*self.0).clone()
+    }
+}
 
 /// Tells the connection's task to close because its client fell behind.
 #[derive(Default)]

@@ -47,7 +47,7 @@ pub(crate) struct HubStats {
 
 /// A frame encoded once for several recipients.
 pub(crate) fn frame(event: &ServerEvent<'_>) -> Frame {
-    Frame::from(event.to_frame())
+    Frame::new(event.to_frame())
 }
 
 impl Hub {
