@@ -34,7 +34,10 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("binding {address}"))?;
-    println!("chat-service listening on http://{}", listener.local_addr()?);
+    println!(
+        "chat-service listening on http://{}",
+        listener.local_addr()?
+    );
     chat_service::run(
         listener,
         args.service.into_config(key),
