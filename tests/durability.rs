@@ -57,7 +57,8 @@ async fn flood_then_kill(database_url: &str) {
             .insert("x-user-id", user.parse().unwrap());
         tokio_tungstenite::connect_async(request)
     };
-    let join = Message::text(json!({"event": "chat.join", "data": {"roomId": "flood"}}).to_string());
+    let join =
+        Message::text(json!({"event": "chat.join", "data": {"roomId": "flood"}}).to_string());
 
     // The receiver records every message id it was shown.
     let (mut receiver, _) = connect("receiver").await.unwrap();
@@ -103,7 +104,11 @@ async fn flood_then_kill(database_url: &str) {
     for sender in senders {
         sender.abort();
     }
-    assert!(received.len() > 50, "the flood delivered only {}", received.len());
+    assert!(
+        received.len() > 50,
+        "the flood delivered only {}",
+        received.len()
+    );
 
     let (_child, address) = start(database_url).await;
     let http = reqwest::Client::new();
@@ -134,7 +139,11 @@ async fn flood_then_kill(database_url: &str) {
         before = messages.first().and_then(|m| m["seq"].as_u64());
     }
     let lost: Vec<&String> = received.difference(&stored).collect();
-    assert!(lost.is_empty(), "{} received messages missing from history", lost.len());
+    assert!(
+        lost.is_empty(),
+        "{} received messages missing from history",
+        lost.len()
+    );
     eprintln!(
         "received {} messages before SIGKILL; {} stored; none lost",
         received.len(),
@@ -168,6 +177,8 @@ async fn sigkill_during_a_flood_loses_nothing_received_on_postgres() {
         .execute(&mut admin)
         .await
         .unwrap();
-    let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b);
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(b, _)| b);
     flood_then_kill(&format!("{base}/{name}")).await;
 }
