@@ -2,9 +2,12 @@
 //! Frames pass through as the same `Message` values (text stays the same
 //! `Utf8Bytes`): the gateway never parses or re-encodes chat JSON.
 
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
+use chat_proto::{ErrorCode, ServerEvent};
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -21,8 +24,18 @@ use crate::upstream::UpstreamSocket;
 
 pub type ClientSocket = WebSocketStream<TokioIo<Upgraded>>;
 
-const RATE_LIMITED: &str =
-    r#"{"event":"error","data":{"message":"Rate limit exceeded","code":"rate_limited"}}"#;
+/// The one frame the gateway writes itself, encoded by the protocol crate
+/// like every other frame, once.
+fn rate_limited_notice() -> Utf8Bytes {
+    static NOTICE: LazyLock<Utf8Bytes> = LazyLock::new(|| {
+        let event = ServerEvent::Error {
+            message: "Rate limit exceeded",
+            code: ErrorCode::RateLimited,
+        };
+        Utf8Bytes::from(event.to_frame())
+    });
+    NOTICE.clone()
+}
 /// Close code for a token that expired while the socket was open.
 const TOKEN_EXPIRED: u16 = 4001;
 /// How long a closing side gets to answer our close frame.
@@ -33,7 +46,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 pub fn client_ws_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(256)
-        .write_buffer_size(0)
+        // Bursts from the service are written in pieces of about this size.
+        .write_buffer_size(2 * 1024)
         .max_message_size(Some(max_message_bytes))
         .max_frame_size(Some(max_message_bytes))
 }
@@ -128,7 +142,7 @@ pub async fn serve(on_upgrade: OnUpgrade, mut upstream: UpstreamSocket, ctx: Rel
                             if dropped.record(last_heard) > limits.abuse_dropped_frames {
                                 break Ending::Abuse;
                             }
-                            let notice = Message::Text(Utf8Bytes::from_static(RATE_LIMITED));
+                            let notice = Message::Text(rate_limited_notice());
                             if client.send(notice).await.is_err() {
                                 break Ending::ClientGone;
                             }
@@ -143,8 +157,10 @@ pub async fn serve(on_upgrade: OnUpgrade, mut upstream: UpstreamSocket, ctx: Rel
                     // The service's pings go on to the client so a dead client
                     // stops answering and hits the idle timeout.
                     Some(Ok(message @ (Message::Text(_) | Message::Binary(_) | Message::Ping(_)))) => {
-                        if client.send(message).await.is_err() {
-                            break Ending::ClientGone;
+                        match forward_burst(&mut client, &mut upstream, message).await {
+                            Ok(None) => {}
+                            Ok(Some(ending)) => break ending,
+                            Err(_) => break Ending::ClientGone,
                         }
                     }
                     Some(Ok(_)) => {}
@@ -155,6 +171,40 @@ pub async fn serve(on_upgrade: OnUpgrade, mut upstream: UpstreamSocket, ctx: Rel
     Box::pin(finish(ending, &mut client, &mut upstream, user)).await;
     metrics::gauge!("gateway_connections").decrement(1.0);
     drop(ctx);
+}
+
+/// Most frames written to the client per flush.
+const BURST: usize = 64;
+
+/// Writes `first` and whatever else the service has already sent, then
+/// flushes once: a room's burst costs one write to the client, not one per
+/// frame. Returns how the relay ends if the service closed mid-burst.
+async fn forward_burst(
+    client: &mut ClientSocket,
+    upstream: &mut UpstreamSocket,
+    first: Message,
+) -> Result<Option<Ending>, WsError> {
+    client.feed(first).await?;
+    let mut ending = None;
+    for _ in 1..BURST {
+        match upstream.next().now_or_never() {
+            None => break,
+            Some(Some(Ok(
+                message @ (Message::Text(_) | Message::Binary(_) | Message::Ping(_)),
+            ))) => client.feed(message).await?,
+            Some(Some(Ok(Message::Close(frame)))) => {
+                ending = Some(Ending::UpstreamClosed(frame));
+                break;
+            }
+            Some(Some(Ok(_))) => {}
+            Some(None | Some(Err(_))) => {
+                ending = Some(Ending::UpstreamLost);
+                break;
+            }
+        }
+    }
+    client.flush().await?;
+    Ok(ending)
 }
 
 async fn finish(
