@@ -35,6 +35,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -91,6 +92,11 @@ pub async fn run(
     );
     let app = http::router(shared.clone());
     let stop_token = token.clone();
+    // Chat frames are small and latency-bound: never hold them back to
+    // coalesce (Nagle); the writers already batch what is ready.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
