@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chat_proto::{ChatMessage, RoomId};
@@ -16,12 +17,19 @@ use super::{HistoryPage, NewMessage, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Rows per INSERT: 7 parameters each stays far below SQLite's limit.
-const ROWS_PER_INSERT: usize = 500;
-
 #[derive(Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    placeholders: Placeholders,
+}
+
+/// How a statement names its parameters. PostgreSQL needs `$n`. SQLite
+/// accepts `$n` too, but sqlx then looks each name up, which SQLite does in
+/// linear time: a 256-row insert spent most of its time there.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placeholders {
+    Numbered,
+    Anonymous,
 }
 
 const COLUMNS: &str = "room_id, seq, id, user_id, username, message, created_at_ms";
@@ -55,7 +63,12 @@ impl SqlStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(SqlStore { pool })
+        let placeholders = if is_sqlite {
+            Placeholders::Anonymous
+        } else {
+            Placeholders::Numbered
+        };
+        Ok(SqlStore { pool, placeholders })
     }
 
     pub(super) async fn append(
@@ -90,9 +103,11 @@ impl SqlStore {
                 new.stored(*seq - 1)
             })
             .collect();
-        for chunk in stored.chunks(ROWS_PER_INSERT) {
-            let sql = insert_sql(chunk.len());
-            let mut insert = sqlx::query(&sql);
+        let mut rest = stored.as_slice();
+        while !rest.is_empty() {
+            let rows = chunk_rows(rest.len());
+            let (chunk, tail) = rest.split_at(rows);
+            let mut insert = sqlx::query(insert_sql(rows, self.placeholders));
             for m in chunk {
                 insert = insert
                     .bind(m.room_id.as_str())
@@ -104,6 +119,7 @@ impl SqlStore {
                     .bind(m.timestamp_ms);
             }
             insert.execute(&mut *tx).await?;
+            rest = tail;
         }
         tx.commit().await?;
         Ok(stored)
@@ -174,24 +190,53 @@ impl SqlStore {
     }
 }
 
-/// A multi-row INSERT with numbered placeholders: PostgreSQL needs `$n`,
-/// SQLite accepts it, and sqlx's `Any` query builder only writes `?`.
-fn insert_sql(rows: usize) -> String {
+/// Rows per INSERT statement. Only these few statements ever exist, so
+/// each is prepared once and then reused from the statement cache; a
+/// statement per batch size would be prepared again for almost every batch.
+const CHUNK_ROWS: [usize; 5] = [256, 64, 16, 4, 1];
+
+fn chunk_rows(remaining: usize) -> usize {
+    CHUNK_ROWS
+        .into_iter()
+        .find(|rows| *rows <= remaining)
+        .unwrap_or(1)
+}
+
+/// The multi-row INSERT for `rows` rows, built once per size and style.
+fn insert_sql(rows: usize, placeholders: Placeholders) -> &'static str {
+    static STATEMENTS: LazyLock<Vec<(usize, Placeholders, String)>> = LazyLock::new(|| {
+        [Placeholders::Numbered, Placeholders::Anonymous]
+            .into_iter()
+            .flat_map(|style| {
+                CHUNK_ROWS
+                    .into_iter()
+                    .map(move |rows| (rows, style, build_insert_sql(rows, style)))
+            })
+            .collect()
+    });
+    STATEMENTS
+        .iter()
+        .find(|(size, style, _)| *size == rows && *style == placeholders)
+        .map(|(_, _, sql)| sql.as_str())
+        .expect("chunk sizes come from CHUNK_ROWS")
+}
+
+fn build_insert_sql(rows: usize, placeholders: Placeholders) -> String {
     let mut sql = format!("INSERT INTO messages ({COLUMNS}) VALUES ");
     for row in 0..rows {
-        let base = row * 7;
-        let sep = if row == 0 { "" } else { "," };
-        let _ = write!(
-            sql,
-            "{sep}(${},${},${},${},${},${},${})",
-            base + 1,
-            base + 2,
-            base + 3,
-            base + 4,
-            base + 5,
-            base + 6,
-            base + 7
-        );
+        sql.push_str(if row == 0 { "(" } else { ",(" });
+        for column in 0..7 {
+            if column > 0 {
+                sql.push(',');
+            }
+            match placeholders {
+                Placeholders::Numbered => {
+                    let _ = write!(sql, "${}", row * 7 + column + 1);
+                }
+                Placeholders::Anonymous => sql.push('?'),
+            }
+        }
+        sql.push(')');
     }
     sql
 }
