@@ -38,10 +38,10 @@ impl SqlStore {
     pub(super) async fn open(url: &str) -> Result<SqlStore, StoreError> {
         sqlx::any::install_default_drivers();
         let is_sqlite = url.starts_with("sqlite:");
-        let url = if is_sqlite {
+        let (url, synchronous) = if is_sqlite {
             prepare_sqlite_url(url)?
         } else {
-            url.to_owned()
+            (url.to_owned(), "")
         };
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
@@ -50,11 +50,10 @@ impl SqlStore {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if is_sqlite {
-                        // WAL lets history reads run beside the writer; FULL
-                        // makes every commit survive power loss, not only a
-                        // killed process. busy_timeout covers a second process.
+                        // WAL lets history reads run beside the writer.
+                        // busy_timeout covers a second process on the file.
                         conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute(synchronous).await?;
                         conn.execute("PRAGMA busy_timeout = 5000").await?;
                     }
                     Ok(())
@@ -81,19 +80,32 @@ impl SqlStore {
         for new in batch {
             *per_room.entry(&new.room_id).or_default() += 1;
         }
+        let rooms: Vec<(&RoomId, u64)> = per_room.into_iter().collect();
         let mut tx = self.pool.begin().await?;
         let mut next_seq: BTreeMap<&RoomId, u64> = BTreeMap::new();
-        for (room, count) in per_room {
-            let last: i64 = sqlx::query_scalar(
-                "INSERT INTO room_seq (room_id, last_seq) VALUES ($1, $2) \
-                 ON CONFLICT (room_id) DO UPDATE SET last_seq = room_seq.last_seq + excluded.last_seq \
-                 RETURNING last_seq",
-            )
-            .bind(room.as_str())
-            .bind(count as i64)
-            .fetch_one(&mut *tx)
-            .await?;
-            next_seq.insert(room, last as u64 - count + 1);
+        // One statement reserves `seq`s for many rooms: each statement is a
+        // round trip to the database (or to SQLite's worker thread).
+        let mut rest = rooms.as_slice();
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(chunk_rows(rest.len()));
+            let mut reserve = sqlx::query(statement(
+                Statement::Reserve,
+                chunk.len(),
+                self.placeholders,
+            ));
+            for (room, count) in chunk {
+                reserve = reserve.bind(room.as_str()).bind(*count as i64);
+            }
+            for row in reserve.fetch_all(&mut *tx).await? {
+                let room: String = row.try_get(0)?;
+                let last: i64 = row.try_get(1)?;
+                let (room, count) = chunk
+                    .iter()
+                    .find(|(id, _)| id.as_str() == room)
+                    .ok_or_else(|| sqlx::Error::Protocol(format!("unexpected room {room}")))?;
+                next_seq.insert(room, last as u64 - count + 1);
+            }
+            rest = tail;
         }
         let stored: Vec<ChatMessage> = batch
             .iter()
@@ -107,7 +119,7 @@ impl SqlStore {
         while !rest.is_empty() {
             let rows = chunk_rows(rest.len());
             let (chunk, tail) = rest.split_at(rows);
-            let mut insert = sqlx::query(insert_sql(rows, self.placeholders));
+            let mut insert = sqlx::query(statement(Statement::Insert, rows, self.placeholders));
             for m in chunk {
                 insert = insert
                     .bind(m.room_id.as_str())
@@ -190,7 +202,7 @@ impl SqlStore {
     }
 }
 
-/// Rows per INSERT statement. Only these few statements ever exist, so
+/// Rows per statement. Only these few statements ever exist, so
 /// each is prepared once and then reused from the statement cache; a
 /// statement per batch size would be prepared again for almost every batch.
 const CHUNK_ROWS: [usize; 5] = [256, 64, 16, 4, 1];
@@ -202,42 +214,79 @@ fn chunk_rows(remaining: usize) -> usize {
         .unwrap_or(1)
 }
 
-/// The multi-row INSERT for `rows` rows, built once per size and style.
-fn insert_sql(rows: usize, placeholders: Placeholders) -> &'static str {
-    static STATEMENTS: LazyLock<Vec<(usize, Placeholders, String)>> = LazyLock::new(|| {
-        [Placeholders::Numbered, Placeholders::Anonymous]
-            .into_iter()
-            .flat_map(|style| {
-                CHUNK_ROWS
-                    .into_iter()
-                    .map(move |rows| (rows, style, build_insert_sql(rows, style)))
-            })
-            .collect()
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Statement {
+    /// Adds `count` to each room's `last_seq`, returning the new value.
+    Reserve,
+    Insert,
+}
+
+impl Statement {
+    fn columns(self) -> usize {
+        match self {
+            Statement::Reserve => 2,
+            Statement::Insert => 7,
+        }
+    }
+
+    fn head(self) -> String {
+        match self {
+            Statement::Reserve => "INSERT INTO room_seq (room_id, last_seq) VALUES ".into(),
+            Statement::Insert => format!("INSERT INTO messages ({COLUMNS}) VALUES "),
+        }
+    }
+
+    fn tail(self) -> &'static str {
+        match self {
+            Statement::Reserve => {
+                " ON CONFLICT (room_id) DO UPDATE SET last_seq = room_seq.last_seq + excluded.last_seq \
+                 RETURNING room_id, last_seq"
+            }
+            Statement::Insert => "",
+        }
+    }
+}
+
+/// The statement for `rows` rows, built once per kind, size and style.
+fn statement(kind: Statement, rows: usize, placeholders: Placeholders) -> &'static str {
+    type Built = (Statement, usize, Placeholders, String);
+    static STATEMENTS: LazyLock<Vec<Built>> = LazyLock::new(|| {
+        let mut all = Vec::new();
+        for kind in [Statement::Reserve, Statement::Insert] {
+            for style in [Placeholders::Numbered, Placeholders::Anonymous] {
+                for rows in CHUNK_ROWS {
+                    all.push((kind, rows, style, build_statement(kind, rows, style)));
+                }
+            }
+        }
+        all
     });
     STATEMENTS
         .iter()
-        .find(|(size, style, _)| *size == rows && *style == placeholders)
-        .map(|(_, _, sql)| sql.as_str())
+        .find(|(k, size, style, _)| *k == kind && *size == rows && *style == placeholders)
+        .map(|(_, _, _, sql)| sql.as_str())
         .expect("chunk sizes come from CHUNK_ROWS")
 }
 
-fn build_insert_sql(rows: usize, placeholders: Placeholders) -> String {
-    let mut sql = format!("INSERT INTO messages ({COLUMNS}) VALUES ");
+fn build_statement(kind: Statement, rows: usize, placeholders: Placeholders) -> String {
+    let columns = kind.columns();
+    let mut sql = kind.head();
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ",(" });
-        for column in 0..7 {
+        for column in 0..columns {
             if column > 0 {
                 sql.push(',');
             }
             match placeholders {
                 Placeholders::Numbered => {
-                    let _ = write!(sql, "${}", row * 7 + column + 1);
+                    let _ = write!(sql, "${}", row * columns + column + 1);
                 }
                 Placeholders::Anonymous => sql.push('?'),
             }
         }
         sql.push(')');
     }
+    sql.push_str(kind.tail());
     sql
 }
 
@@ -258,12 +307,16 @@ fn message_from_row(row: &AnyRow) -> Result<ChatMessage, StoreError> {
 }
 
 /// Creates the database file's directory and asks SQLite to create the
-/// file itself, so a fresh checkout starts with no setup.
-fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
+/// file itself, so a fresh checkout starts with no setup. Also takes our
+/// own `synchronous` parameter out of the URL and returns its pragma:
+/// `normal` (default) commits survive a killed process, which is the
+/// durability promise; `full` also survives power loss, fsyncing every
+/// commit.
+fn prepare_sqlite_url(url: &str) -> Result<(String, &'static str), StoreError> {
     let rest = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
-    let path = rest.split('?').next().unwrap_or_default();
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     if path.is_empty() || path == ":memory:" {
         return Err(StoreError::UnsupportedUrl(url.to_owned()));
     }
@@ -272,11 +325,39 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
             std::fs::create_dir_all(dir)?;
         }
     }
-    Ok(if rest.contains("mode=") {
-        format!("sqlite://{rest}")
-    } else if rest.contains('?') {
-        format!("sqlite://{rest}&mode=rwc")
-    } else {
-        format!("sqlite://{rest}?mode=rwc")
-    })
+    let mut synchronous = "PRAGMA synchronous = NORMAL";
+    let mut params: Vec<&str> = Vec::new();
+    for param in query.split('&').filter(|p| !p.is_empty()) {
+        match param {
+            "synchronous=normal" => synchronous = "PRAGMA synchronous = NORMAL",
+            "synchronous=full" => synchronous = "PRAGMA synchronous = FULL",
+            other if other.starts_with("synchronous=") => {
+                return Err(StoreError::UnsupportedUrl(url.to_owned()))
+            }
+            other => params.push(other),
+        }
+    }
+    if !params.iter().any(|p| p.starts_with("mode=")) {
+        params.push("mode=rwc");
+    }
+    Ok((format!("sqlite://{path}?{}", params.join("&")), synchronous))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_get_created_and_their_sync_mode_read() {
+        let dir = std::env::temp_dir().join("chat-url-test");
+        let base = format!("sqlite://{}/a.db", dir.display());
+        let (url, sync) = prepare_sqlite_url(&base).unwrap();
+        assert!(url.ends_with("/a.db?mode=rwc"), "{url}");
+        assert_eq!(sync, "PRAGMA synchronous = NORMAL");
+        let (url, sync) = prepare_sqlite_url(&format!("{base}?synchronous=full&mode=ro")).unwrap();
+        assert!(url.ends_with("/a.db?mode=ro"), "{url}");
+        assert_eq!(sync, "PRAGMA synchronous = FULL");
+        assert!(prepare_sqlite_url(&format!("{base}?synchronous=off")).is_err());
+        assert!(prepare_sqlite_url("sqlite://:memory:").is_err());
+    }
 }
