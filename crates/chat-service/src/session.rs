@@ -116,7 +116,8 @@ impl Session {
         let store = &self.shared.store;
         if self.rooms.contains(&room_id) {
             let last_seq = store.last_seq(&room_id).await.map_err(store_failed)?;
-            return self.reply_joined(&room_id, last_seq, None).await;
+            self.reply_joined(&room_id, last_seq, None).await;
+            return Ok(());
         }
         if self.rooms.len() >= self.shared.config.limits.max_rooms_per_connection {
             return Err(ProtoError::new(
@@ -150,7 +151,7 @@ impl Session {
         // so either in the replay or (if newer) held back for this member.
         let last_seq = store.last_seq(room_id).await?;
         let Some(since) = since else {
-            self.reply_joined(room_id, last_seq, None).await.ok();
+            self.reply_joined(room_id, last_seq, None).await;
             return Ok(last_seq);
         };
         let cap = self.shared.config.limits.recovery_cap;
@@ -167,12 +168,10 @@ impl Session {
             && replay_end >= last_seq
             && missed.first().is_none_or(|m| m.seq == since + 1);
         if !whole {
-            self.reply_joined(room_id, last_seq, Some(false)).await.ok();
+            self.reply_joined(room_id, last_seq, Some(false)).await;
             return Ok(last_seq);
         }
-        self.reply_joined(room_id, replay_end, Some(true))
-            .await
-            .ok();
+        self.reply_joined(room_id, replay_end, Some(true)).await;
         for message in &missed {
             self.conn
                 .send(hub::frame(&ServerEvent::Message(message)))
@@ -196,19 +195,13 @@ impl Session {
         }
     }
 
-    async fn reply_joined(
-        &self,
-        room_id: &RoomId,
-        last_seq: u64,
-        recovered: Option<bool>,
-    ) -> Result<(), ProtoError> {
+    async fn reply_joined(&self, room_id: &RoomId, last_seq: u64, recovered: Option<bool>) {
         let frame = hub::frame(&ServerEvent::Joined {
             room_id: room_id.as_str(),
             last_seq,
             recovered,
         });
         self.conn.send(frame).await;
-        Ok(())
     }
 
     fn leave(&mut self, room_id: RoomId) -> Result<(), ProtoError> {
