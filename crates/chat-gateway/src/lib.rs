@@ -16,6 +16,8 @@ mod rejection;
 mod relay;
 mod routes;
 mod state;
+#[cfg(test)]
+mod test_support;
 mod upstream;
 
 use std::future::Future;

@@ -142,12 +142,7 @@ async fn slow_consumers_are_cut_off_without_slowing_the_room() {
         stats["connections"], 1,
         "the stalled client was dropped: {stats}"
     );
-    let metrics = reqwest::get(server.http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics
             .lines()

@@ -154,12 +154,7 @@ async fn stats_health_and_metrics() {
     a.expect("chat.message").await;
     a.send_raw("garbage").await;
     a.expect_error("invalid_format").await;
-    let metrics = reqwest::get(server.http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     for name in [
         "chat_connections",
         "chat_rooms",

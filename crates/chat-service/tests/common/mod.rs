@@ -73,6 +73,16 @@ impl TestServer {
             .unwrap()
     }
 
+    /// The Prometheus page.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.http("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn connect(&self, user: &str) -> Client {
         Client::connect(self.addr, user, None).await
     }
