@@ -54,22 +54,34 @@ impl Drop for Running {
     }
 }
 
-pub async fn start_service() -> Running {
+/// Runs a server library's `run(listener, config, shutdown)` on port 0.
+async fn spawn_server<F, Fut, E>(run: F) -> Running
+where
+    F: FnOnce(TcpListener, oneshot::Receiver<()>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Debug,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
+    let server = run(listener, stopped);
     let task = tokio::spawn(async move {
-        chat_service::run(listener, chat_service::Config::new(KEY), async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("service runs");
+        server.await.expect("server runs");
     });
     Running {
         addr,
         stop: Some(stop),
         task: Some(task),
     }
+}
+
+pub async fn start_service() -> Running {
+    spawn_server(|listener, stopped| {
+        chat_service::run(listener, chat_service::Config::new(KEY), async {
+            let _ = stopped.await;
+        })
+    })
+    .await
 }
 
 pub fn gateway_config(service: SocketAddr) -> GatewayConfig {
@@ -86,21 +98,12 @@ pub fn gateway_config(service: SocketAddr) -> GatewayConfig {
 }
 
 pub async fn start_gateway(config: GatewayConfig) -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
+    spawn_server(|listener, stopped| {
         chat_gateway::run(listener, config, async {
             let _ = stopped.await;
         })
-        .await
-        .expect("gateway runs");
-    });
-    Running {
-        addr,
-        stop: Some(stop),
-        task: Some(task),
-    }
+    })
+    .await
 }
 
 /// Service plus a gateway in front of it with the default test config.

@@ -86,10 +86,6 @@ impl Store {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }
 
-    pub fn is_persistent(&self) -> bool {
-        matches!(self, Store::Sql(_))
-    }
-
     /// Commits the batch atomically and returns it with `seq`s assigned, in
     /// the same order. Within a room, `seq`s follow batch order.
     pub async fn append(&self, batch: &[NewMessage]) -> Result<Vec<ChatMessage>, StoreError> {
