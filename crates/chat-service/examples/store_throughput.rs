@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 timestamp_ms: chat_proto::time::now_millis(),
             })
             .collect();
-        written += store.append(&batch).await?.len();
+        written += store.append(batch).await?.len();
     }
     let seconds = started.elapsed().as_secs_f64();
     println!(

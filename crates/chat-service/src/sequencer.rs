@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chat_proto::{ErrorCode, ServerEvent};
+use chat_proto::{ErrorCode, RoomId, ServerEvent};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -55,32 +55,35 @@ async fn write_loop(
     metrics: Arc<Metrics>,
 ) {
     let mut batch: Vec<Submission> = Vec::with_capacity(MAX_BATCH);
-    let mut messages: Vec<NewMessage> = Vec::with_capacity(MAX_BATCH);
+    let mut rooms: Vec<RoomId> = Vec::with_capacity(MAX_BATCH);
     let mut senders: Vec<ConnHandle> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let started = Instant::now();
-        // Moved apart, not cloned: the store takes the messages as a slice.
+        // The messages move to the store (and maybe another thread); the
+        // rooms stay here for delivery.
+        let mut messages: Vec<NewMessage> = Vec::with_capacity(batch.len());
         for submission in batch.drain(..) {
+            rooms.push(submission.message.room_id.clone());
             messages.push(submission.message);
             senders.push(submission.sender);
         }
-        match store.append(&messages).await {
+        match store.append(messages).await {
             Ok(stored) => {
                 metrics
                     .commit_seconds
                     .record(started.elapsed().as_secs_f64());
                 // The store returns the batch in the order it was given.
-                for (accepted, message) in messages.iter().zip(&stored) {
+                for (room, message) in rooms.iter().zip(&stored) {
                     let fanout_started = Instant::now();
                     let frame = hub::frame(&ServerEvent::Message(message));
-                    hub.broadcast(&accepted.room_id, &frame, Some(message.seq));
+                    hub.broadcast(room, &frame, Some(message.seq));
                     metrics
                         .fanout_seconds
                         .record(fanout_started.elapsed().as_secs_f64());
                 }
             }
             Err(error) => {
-                tracing::error!(%error, messages = messages.len(), "storing messages failed; senders told");
+                tracing::error!(%error, messages = senders.len(), "storing messages failed; senders told");
                 let refusal = hub::frame(&ServerEvent::Error {
                     message: "Message could not be stored; it was not delivered",
                     code: ErrorCode::StoreUnavailable,
@@ -91,7 +94,7 @@ async fn write_loop(
                 }
             }
         }
-        messages.clear();
+        rooms.clear();
         senders.clear();
     }
 }

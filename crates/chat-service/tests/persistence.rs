@@ -303,7 +303,7 @@ async fn retention_prunes_old_messages(db: TestDb) {
         timestamp_ms: now - age_days * 86_400_000,
     };
     let stored = store
-        .append(&[message(1, 40), message(2, 31), message(3, 1)])
+        .append(vec![message(1, 40), message(2, 31), message(3, 1)])
         .await
         .unwrap();
     assert_eq!(stored.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 3]);

@@ -59,8 +59,10 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("applying migrations: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
-    #[error("creating the database directory: {0}")]
+    #[error("creating the database directory or the writer thread: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the store's writer has stopped")]
+    WriterGone,
 }
 
 #[derive(Clone)]
@@ -88,9 +90,9 @@ impl Store {
 
     /// Commits the batch atomically and returns it with `seq`s assigned, in
     /// the same order. Within a room, `seq`s follow batch order.
-    pub async fn append(&self, batch: &[NewMessage]) -> Result<Vec<ChatMessage>, StoreError> {
+    pub async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<ChatMessage>, StoreError> {
         match self {
-            Store::Memory(store) => Ok(store.append(batch)),
+            Store::Memory(store) => Ok(store.append(&batch)),
             Store::Sql(store) => store.append(batch).await,
         }
     }

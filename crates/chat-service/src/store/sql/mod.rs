@@ -2,50 +2,65 @@
 //! query are written in the SQL both engines share, so there is one code
 //! path to test on both.
 
-use std::collections::BTreeMap;
+mod statements;
+mod writer;
+
 use std::str::FromStr;
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use chat_proto::{ChatMessage, RoomId};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use std::fmt::Write;
-
 use sqlx::{AnyPool, Executor, Row};
 
+use self::statements::{Placeholders, COLUMNS};
+use self::writer::Writer;
 use super::{HistoryPage, NewMessage, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Reads go through a small pool; every write goes through the [`Writer`].
 #[derive(Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    writer: Writer,
+}
+
+/// What it takes to open a connection to the store, for the read pool and
+/// for the writer alike.
+#[derive(Clone)]
+struct PoolSettings {
+    url: String,
+    is_sqlite: bool,
+    synchronous: &'static str,
     placeholders: Placeholders,
 }
 
-/// How a statement names its parameters. PostgreSQL needs `$n`. SQLite
-/// accepts `$n` too, but sqlx then looks each name up, which SQLite does in
-/// linear time: a 256-row insert spent most of its time there.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Placeholders {
-    Numbered,
-    Anonymous,
-}
-
-const COLUMNS: &str = "room_id, seq, id, user_id, username, message, created_at_ms";
-
-impl SqlStore {
-    pub(super) async fn open(url: &str) -> Result<SqlStore, StoreError> {
-        sqlx::any::install_default_drivers();
+impl PoolSettings {
+    fn new(url: &str) -> Result<PoolSettings, StoreError> {
         let is_sqlite = url.starts_with("sqlite:");
         let (url, synchronous) = if is_sqlite {
             prepare_sqlite_url(url)?
         } else {
             (url.to_owned(), "")
         };
-        let options = AnyConnectOptions::from_str(&url)?;
+        let placeholders = if is_sqlite {
+            Placeholders::Anonymous
+        } else {
+            Placeholders::Numbered
+        };
+        Ok(PoolSettings {
+            url,
+            is_sqlite,
+            synchronous,
+            placeholders,
+        })
+    }
+
+    async fn connect(&self, max_connections: u32) -> Result<AnyPool, StoreError> {
+        let options = AnyConnectOptions::from_str(&self.url)?;
+        let (is_sqlite, synchronous) = (self.is_sqlite, self.synchronous);
         let pool = AnyPoolOptions::new()
-            .max_connections(if is_sqlite { 4 } else { 8 })
+            .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -61,80 +76,28 @@ impl SqlStore {
             })
             .connect_with(options)
             .await?;
+        Ok(pool)
+    }
+}
+
+impl SqlStore {
+    pub(super) async fn open(url: &str) -> Result<SqlStore, StoreError> {
+        sqlx::any::install_default_drivers();
+        let settings = PoolSettings::new(url)?;
+        let pool = settings
+            .connect(if settings.is_sqlite { 4 } else { 8 })
+            .await?;
         MIGRATOR.run(&pool).await?;
-        let placeholders = if is_sqlite {
-            Placeholders::Anonymous
-        } else {
-            Placeholders::Numbered
-        };
-        Ok(SqlStore { pool, placeholders })
+        let writer = Writer::start(settings).await?;
+        Ok(SqlStore { pool, writer })
     }
 
+    /// Commits the batch in one transaction on the writer's connection.
     pub(super) async fn append(
         &self,
-        batch: &[NewMessage],
+        batch: Vec<NewMessage>,
     ) -> Result<Vec<ChatMessage>, StoreError> {
-        // Rooms are reserved in a fixed order so two writers locking the
-        // same rooms can never deadlock each other.
-        let mut per_room: BTreeMap<&RoomId, u64> = BTreeMap::new();
-        for new in batch {
-            *per_room.entry(&new.room_id).or_default() += 1;
-        }
-        let rooms: Vec<(&RoomId, u64)> = per_room.into_iter().collect();
-        let mut tx = self.pool.begin().await?;
-        let mut next_seq: BTreeMap<&RoomId, u64> = BTreeMap::new();
-        // One statement reserves `seq`s for many rooms: each statement is a
-        // round trip to the database (or to SQLite's worker thread).
-        let mut rest = rooms.as_slice();
-        while !rest.is_empty() {
-            let (chunk, tail) = rest.split_at(chunk_rows(rest.len()));
-            let mut reserve = sqlx::query(statement(
-                Statement::Reserve,
-                chunk.len(),
-                self.placeholders,
-            ));
-            for (room, count) in chunk {
-                reserve = reserve.bind(room.as_str()).bind(*count as i64);
-            }
-            for row in reserve.fetch_all(&mut *tx).await? {
-                let room: String = row.try_get(0)?;
-                let last: i64 = row.try_get(1)?;
-                let (room, count) = chunk
-                    .iter()
-                    .find(|(id, _)| id.as_str() == room)
-                    .ok_or_else(|| sqlx::Error::Protocol(format!("unexpected room {room}")))?;
-                next_seq.insert(room, last as u64 - count + 1);
-            }
-            rest = tail;
-        }
-        let stored: Vec<ChatMessage> = batch
-            .iter()
-            .map(|new| {
-                let seq = next_seq.get_mut(&new.room_id).expect("every room reserved");
-                *seq += 1;
-                new.stored(*seq - 1)
-            })
-            .collect();
-        let mut rest = stored.as_slice();
-        while !rest.is_empty() {
-            let rows = chunk_rows(rest.len());
-            let (chunk, tail) = rest.split_at(rows);
-            let mut insert = sqlx::query(statement(Statement::Insert, rows, self.placeholders));
-            for m in chunk {
-                insert = insert
-                    .bind(m.room_id.as_str())
-                    .bind(m.seq as i64)
-                    .bind(m.id.as_str())
-                    .bind(&*m.user_id)
-                    .bind(&*m.username)
-                    .bind(m.message.as_str())
-                    .bind(m.timestamp_ms);
-            }
-            insert.execute(&mut *tx).await?;
-            rest = tail;
-        }
-        tx.commit().await?;
-        Ok(stored)
+        self.writer.append(batch).await
     }
 
     pub(super) async fn last_seq(&self, room: &RoomId) -> Result<u64, StoreError> {
@@ -198,96 +161,9 @@ impl SqlStore {
     }
 
     pub(super) async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
-}
-
-/// Rows per statement. Only these few statements ever exist, so
-/// each is prepared once and then reused from the statement cache; a
-/// statement per batch size would be prepared again for almost every batch.
-const CHUNK_ROWS: [usize; 5] = [256, 64, 16, 4, 1];
-
-fn chunk_rows(remaining: usize) -> usize {
-    CHUNK_ROWS
-        .into_iter()
-        .find(|rows| *rows <= remaining)
-        .unwrap_or(1)
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Statement {
-    /// Adds `count` to each room's `last_seq`, returning the new value.
-    Reserve,
-    Insert,
-}
-
-impl Statement {
-    fn columns(self) -> usize {
-        match self {
-            Statement::Reserve => 2,
-            Statement::Insert => 7,
-        }
-    }
-
-    fn head(self) -> String {
-        match self {
-            Statement::Reserve => "INSERT INTO room_seq (room_id, last_seq) VALUES ".into(),
-            Statement::Insert => format!("INSERT INTO messages ({COLUMNS}) VALUES "),
-        }
-    }
-
-    fn tail(self) -> &'static str {
-        match self {
-            Statement::Reserve => {
-                " ON CONFLICT (room_id) DO UPDATE SET last_seq = room_seq.last_seq + excluded.last_seq \
-                 RETURNING room_id, last_seq"
-            }
-            Statement::Insert => "",
-        }
-    }
-}
-
-/// The statement for `rows` rows, built once per kind, size and style.
-fn statement(kind: Statement, rows: usize, placeholders: Placeholders) -> &'static str {
-    type Built = (Statement, usize, Placeholders, String);
-    static STATEMENTS: LazyLock<Vec<Built>> = LazyLock::new(|| {
-        let mut all = Vec::new();
-        for kind in [Statement::Reserve, Statement::Insert] {
-            for style in [Placeholders::Numbered, Placeholders::Anonymous] {
-                for rows in CHUNK_ROWS {
-                    all.push((kind, rows, style, build_statement(kind, rows, style)));
-                }
-            }
-        }
-        all
-    });
-    STATEMENTS
-        .iter()
-        .find(|(k, size, style, _)| *k == kind && *size == rows && *style == placeholders)
-        .map(|(_, _, _, sql)| sql.as_str())
-        .expect("chunk sizes come from CHUNK_ROWS")
-}
-
-fn build_statement(kind: Statement, rows: usize, placeholders: Placeholders) -> String {
-    let columns = kind.columns();
-    let mut sql = kind.head();
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "(" } else { ",(" });
-        for column in 0..columns {
-            if column > 0 {
-                sql.push(',');
-            }
-            match placeholders {
-                Placeholders::Numbered => {
-                    let _ = write!(sql, "${}", row * columns + column + 1);
-                }
-                Placeholders::Anonymous => sql.push('?'),
-            }
-        }
-        sql.push(')');
-    }
-    sql.push_str(kind.tail());
-    sql
 }
 
 fn clamp_i64(value: u64) -> i64 {

@@ -1,0 +1,175 @@
+//! The writer: one database connection, driven from a thread of its own.
+//!
+//! A commit is several round trips (begin, reserve, insert, commit), and
+//! each wakes the task that waits on it. Under saturating fan-out every
+//! tokio worker has a long run queue, and a task woken from outside the
+//! runtime (SQLite's worker thread, or the network) waits its turn in it:
+//! commits took three to four times as long as on an idle machine. Here
+//! the round trips wake a thread that does nothing else, and the sequencer
+//! is woken once per batch. A connection of its own also keeps writes from
+//! queueing behind history reads for a pooled one.
+
+use std::collections::BTreeMap;
+
+use chat_proto::{ChatMessage, RoomId};
+use sqlx::{AnyPool, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use super::statements::{chunk_rows, statement, Placeholders, Statement};
+use super::PoolSettings;
+use crate::store::{NewMessage, StoreError};
+
+type Reply = oneshot::Sender<Result<Vec<ChatMessage>, StoreError>>;
+
+enum Job {
+    Append {
+        batch: Vec<NewMessage>,
+        reply: Reply,
+    },
+    Close {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A handle to the writer thread. The thread ends on [`Writer::close`] or
+/// when the last handle is dropped.
+#[derive(Clone)]
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the thread and opens its connection; fails if it cannot.
+    pub(super) async fn start(settings: PoolSettings) -> Result<Writer, StoreError> {
+        let (jobs, queue) = mpsc::channel(16);
+        let (ready, started) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("chat-store-writer".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready.send(Err(StoreError::Io(error)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match settings.connect(1).await {
+                        Ok(pool) => {
+                            let _ = ready.send(Ok(()));
+                            serve(queue, pool, settings.placeholders).await;
+                        }
+                        Err(error) => {
+                            let _ = ready.send(Err(error));
+                        }
+                    }
+                });
+            })?;
+        started.await.map_err(|_| StoreError::WriterGone)??;
+        Ok(Writer { jobs })
+    }
+
+    pub(super) async fn append(
+        &self,
+        batch: Vec<NewMessage>,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Append { batch, reply })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Finishes the jobs queued before it, then closes the connection.
+    pub(super) async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.jobs.send(Job::Close { done }).await.is_ok() {
+            let _ = closed.await;
+        }
+    }
+}
+
+async fn serve(mut queue: mpsc::Receiver<Job>, pool: AnyPool, placeholders: Placeholders) {
+    while let Some(job) = queue.recv().await {
+        match job {
+            Job::Append { batch, reply } => {
+                let _ = reply.send(append(&pool, placeholders, &batch).await);
+            }
+            Job::Close { done } => {
+                pool.close().await;
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+    pool.close().await;
+}
+
+/// Reserves each room's next `seq`s and inserts the batch, in one
+/// transaction.
+async fn append(
+    pool: &AnyPool,
+    placeholders: Placeholders,
+    batch: &[NewMessage],
+) -> Result<Vec<ChatMessage>, StoreError> {
+    // Rooms are reserved in a fixed order so two writers locking the
+    // same rooms can never deadlock each other.
+    let mut per_room: BTreeMap<&RoomId, u64> = BTreeMap::new();
+    for new in batch {
+        *per_room.entry(&new.room_id).or_default() += 1;
+    }
+    let rooms: Vec<(&RoomId, u64)> = per_room.into_iter().collect();
+    let mut tx = pool.begin().await?;
+    let mut next_seq: BTreeMap<&RoomId, u64> = BTreeMap::new();
+    // One statement reserves `seq`s for many rooms.
+    let mut rest = rooms.as_slice();
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(chunk_rows(rest.len()));
+        let mut reserve = sqlx::query(statement(Statement::Reserve, chunk.len(), placeholders));
+        for (room, count) in chunk {
+            reserve = reserve.bind(room.as_str()).bind(*count as i64);
+        }
+        for row in reserve.fetch_all(&mut *tx).await? {
+            let room: String = row.try_get(0)?;
+            let last: i64 = row.try_get(1)?;
+            let (room, count) = chunk
+                .iter()
+                .find(|(id, _)| id.as_str() == room)
+                .ok_or_else(|| sqlx::Error::Protocol(format!("unexpected room {room}")))?;
+            next_seq.insert(room, last as u64 - count + 1);
+        }
+        rest = tail;
+    }
+    let stored: Vec<ChatMessage> = batch
+        .iter()
+        .map(|new| {
+            let seq = next_seq.get_mut(&new.room_id).expect("every room reserved");
+            *seq += 1;
+            new.stored(*seq - 1)
+        })
+        .collect();
+    let mut rest = stored.as_slice();
+    while !rest.is_empty() {
+        let rows = chunk_rows(rest.len());
+        let (chunk, tail) = rest.split_at(rows);
+        let mut insert = sqlx::query(statement(Statement::Insert, rows, placeholders));
+        for m in chunk {
+            insert = insert
+                .bind(m.room_id.as_str())
+                .bind(m.seq as i64)
+                .bind(m.id.as_str())
+                .bind(&*m.user_id)
+                .bind(&*m.username)
+                .bind(m.message.as_str())
+                .bind(m.timestamp_ms);
+        }
+        insert.execute(&mut *tx).await?;
+        rest = tail;
+    }
+    tx.commit().await?;
+    Ok(stored)
+}
