@@ -316,6 +316,35 @@ async fn retention_prunes_old_messages(db: TestDb) {
     store.close().await;
 }
 
+/// Writes queued before `close` commit; a write after it fails at once
+/// instead of waiting on a writer that is gone.
+async fn close_commits_queued_writes_then_refuses(db: TestDb) {
+    use chat_proto::{ProtoLimits, RoomId};
+    use chat_service::store::{NewMessage, Store, StoreError};
+    let store = Store::open(&db.url).await.unwrap();
+    let room = RoomId::parse("closing", &ProtoLimits::default()).unwrap();
+    let message = |n: usize| NewMessage {
+        id: format!("close-{n}"),
+        room_id: room.clone(),
+        user_id: "u".into(),
+        username: "u".into(),
+        message: format!("m{n}"),
+        timestamp_ms: chat_proto::time::now_millis(),
+    };
+    // Polled in order: each write is queued before close is (ten fit in the
+    // writer's queue without waiting).
+    let writes = futures_util::future::join_all((0..10).map(|n| store.append(vec![message(n)])));
+    let (written, ()) = futures_util::future::join(writes, store.close()).await;
+    for write in written {
+        assert_eq!(write.unwrap().len(), 1);
+    }
+    let late = store.append(vec![message(99)]).await;
+    assert!(matches!(late, Err(StoreError::WriterGone)), "{late:?}");
+    let reopened = Store::open(&db.url).await.unwrap();
+    assert_eq!(reopened.last_seq(&room).await.unwrap(), 10);
+    reopened.close().await;
+}
+
 macro_rules! on_every_store {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -352,6 +381,7 @@ on_every_store!(
     recovery_with_since,
     recovery_under_live_traffic_has_no_gaps_or_duplicates,
     retention_prunes_old_messages,
+    close_commits_queued_writes_then_refuses,
 );
 // Several processes sharing one database is a PostgreSQL deployment; the
 // SQLite store is the single-process embedded default.
