@@ -11,6 +11,8 @@
 # round in $OUT, then a table of capacities, ratios and their medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 RUNS="${RUNS:-3}"
 OUT="${OUT:-bench/results/durability-$(date -u +%Y%m%dT%H%M%SZ)}"
@@ -28,14 +30,6 @@ cleanup() {
 }
 trap 'cleanup; rm -rf "$DB_DIR"' EXIT INT TERM
 
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listening on port $1" >&2
-  return 1
-}
 
 measure() { # store round
   local store=$1 round=$2 url

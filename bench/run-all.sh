@@ -11,6 +11,8 @@
 # first failing step (at most 40 steps), fixed-rate runs last 10 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 RUNS="${RUNS:-3}"
 QUICK="${QUICK:-0}"
@@ -45,14 +47,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listening on port $1" >&2
-  return 1
-}
 
 # Process id of whatever listens on a TCP port (the node peer runs under a script).
 listener_pid() {
