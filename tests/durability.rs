@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+
+// The persistence suite's databases: a fresh SQLite file or PostgreSQL database.
+#[path = "../crates/chat-service/tests/common/backends.rs"]
+mod backends;
 
 const SERVICE: &str = env!("CARGO_BIN_EXE_chat-service");
 const KEY: &str = "durability-key";
@@ -153,32 +156,12 @@ async fn flood_then_kill(database_url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_flood_loses_nothing_received_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    flood_then_kill(&format!("sqlite://{}/chat.db", dir.path().display())).await;
+    flood_then_kill(&backends::sqlite().url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_flood_loses_nothing_received_on_postgres() {
-    let Ok(admin_url) = std::env::var("TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "TEST_POSTGRES_URL must be set in CI: the PostgreSQL suite may not be skipped"
-        );
-        eprintln!("\n*** SKIPPED: PostgreSQL durability test (set TEST_POSTGRES_URL) ***\n");
-        return;
-    };
-    let name = format!("chat_durability_{}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let base = admin_url
-        .rsplit_once('/')
-        .map_or(admin_url.as_str(), |(b, _)| b);
-    flood_then_kill(&format!("{base}/{name}")).await;
+    if let Some(db) = backends::postgres().await {
+        flood_then_kill(&db.url).await;
+    }
 }

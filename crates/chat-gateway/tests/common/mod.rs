@@ -141,8 +141,11 @@ pub fn cookie(token: &str) -> String {
     format!("theme=dark; access_token={token}; other=1")
 }
 
-/// Opens `/chat/ws` with extra headers; an HTTP refusal comes back as `Err(status)`.
-pub async fn connect(gateway: SocketAddr, headers: &[(&str, &str)]) -> Result<Client, u16> {
+/// The `/chat/ws` handshake request with extra headers.
+fn ws_request(
+    gateway: SocketAddr,
+    headers: &[(&str, &str)],
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
     let mut request = format!("ws://{gateway}/chat/ws")
         .into_client_request()
         .unwrap();
@@ -152,6 +155,12 @@ pub async fn connect(gateway: SocketAddr, headers: &[(&str, &str)]) -> Result<Cl
             value.parse().unwrap(),
         );
     }
+    request
+}
+
+/// Opens `/chat/ws` with extra headers; an HTTP refusal comes back as `Err(status)`.
+pub async fn connect(gateway: SocketAddr, headers: &[(&str, &str)]) -> Result<Client, u16> {
+    let request = ws_request(gateway, headers);
     match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
         .await
         .expect("handshake finishes")
@@ -167,15 +176,7 @@ pub async fn refused(
     gateway: SocketAddr,
     headers: &[(&str, &str)],
 ) -> (u16, http::HeaderMap, Value) {
-    let mut request = format!("ws://{gateway}/chat/ws")
-        .into_client_request()
-        .unwrap();
-    for (name, value) in headers {
-        request.headers_mut().append(
-            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
-    }
+    let request = ws_request(gateway, headers);
     match tokio_tungstenite::connect_async(request).await {
         Err(WsError::Http(response)) => {
             let (parts, body) = response.into_parts();

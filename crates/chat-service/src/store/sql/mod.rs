@@ -32,7 +32,6 @@ struct PoolSettings {
     url: String,
     is_sqlite: bool,
     synchronous: &'static str,
-    placeholders: Placeholders,
 }
 
 impl PoolSettings {
@@ -43,17 +42,19 @@ impl PoolSettings {
         } else {
             (url.to_owned(), "")
         };
-        let placeholders = if is_sqlite {
-            Placeholders::Anonymous
-        } else {
-            Placeholders::Numbered
-        };
         Ok(PoolSettings {
             url,
             is_sqlite,
             synchronous,
-            placeholders,
         })
+    }
+
+    fn placeholders(&self) -> Placeholders {
+        if self.is_sqlite {
+            Placeholders::Anonymous
+        } else {
+            Placeholders::Numbered
+        }
     }
 
     async fn connect(&self, max_connections: u32) -> Result<AnyPool, StoreError> {

@@ -45,29 +45,7 @@ impl Writer {
         let (ready, started) = oneshot::channel();
         std::thread::Builder::new()
             .name("chat-store-writer".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        let _ = ready.send(Err(StoreError::Io(error)));
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    match settings.connect(1).await {
-                        Ok(pool) => {
-                            let _ = ready.send(Ok(()));
-                            serve(queue, pool, settings.placeholders).await;
-                        }
-                        Err(error) => {
-                            let _ = ready.send(Err(error));
-                        }
-                    }
-                });
-            })?;
+            .spawn(move || run_thread(settings, queue, ready))?;
         started.await.map_err(|_| StoreError::WriterGone)??;
         Ok(Writer { jobs })
     }
@@ -91,6 +69,27 @@ impl Writer {
             let _ = closed.await;
         }
     }
+}
+
+fn run_thread(
+    settings: PoolSettings,
+    queue: mpsc::Receiver<Job>,
+    ready: oneshot::Sender<Result<(), StoreError>>,
+) {
+    let opened = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StoreError::Io)
+        .and_then(|runtime| Ok((runtime.block_on(settings.connect(1))?, runtime)));
+    let (pool, runtime) = match opened {
+        Ok(opened) => opened,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    runtime.block_on(serve(queue, pool, settings.placeholders()));
 }
 
 async fn serve(mut queue: mpsc::Receiver<Job>, pool: AnyPool, placeholders: Placeholders) {
