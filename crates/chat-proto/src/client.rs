@@ -6,6 +6,7 @@
 //! parse failure) so the error names the field at fault.
 
 use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use serde::de::IgnoredAny;
@@ -61,9 +62,10 @@ pub enum ClientEvent {
     },
     Message {
         room_id: RoomId,
-        /// Trimmed, non-empty, within the length limit.
+        /// Trimmed, non-empty, within the length limit, no control characters
+        /// but line feeds and tabs.
         message: String,
-        /// The client's display name, trimmed and shortened; `None` if blank.
+        /// The client's display name, cleaned and shortened; `None` if blank.
         username: Option<String>,
     },
     Typing {
@@ -82,13 +84,48 @@ pub enum ClientEvent {
 impl ClientEvent {
     /// The event name, for logs and metrics.
     pub fn name(&self) -> &'static str {
+        self.kind().into()
+    }
+
+    pub fn kind(&self) -> EventKind {
         match self {
-            ClientEvent::Join { .. } => "chat.join",
-            ClientEvent::Leave { .. } => "chat.leave",
-            ClientEvent::Message { .. } => "chat.message",
-            ClientEvent::Typing { .. } => "chat.typing",
-            ClientEvent::History { .. } => "chat.history",
+            ClientEvent::Join { .. } => EventKind::Join,
+            ClientEvent::Leave { .. } => EventKind::Leave,
+            ClientEvent::Message { .. } => EventKind::Message,
+            ClientEvent::Typing { .. } => EventKind::Typing,
+            ClientEvent::History { .. } => EventKind::History,
         }
+    }
+}
+
+/// The events a client may send, by their wire names: the one list of names.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
+pub enum EventKind {
+    #[strum(serialize = "chat.join")]
+    Join,
+    #[strum(serialize = "chat.leave")]
+    Leave,
+    #[strum(serialize = "chat.message")]
+    Message,
+    #[strum(serialize = "chat.typing")]
+    Typing,
+    #[strum(serialize = "chat.history")]
+    History,
+}
+
+impl EventKind {
+    pub fn name(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -108,16 +145,97 @@ struct Envelope<'a> {
     data: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct RawData {
+/// Each event's `data`, as sent. Fields are loose so that validation can
+/// name the field at fault; unknown fields are ignored.
+trait EventData: for<'de> Deserialize<'de> {
+    fn validate(self, limits: &ProtoLimits) -> Result<ClientEvent, ProtoError>;
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinData {
+    room_id: Option<Loose<String>>,
+    since: Option<Loose<u64>>,
+}
+
+impl EventData for JoinData {
+    fn validate(self, limits: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        Ok(ClientEvent::Join {
+            room_id: room_id(self.room_id, limits)?,
+            since: optional_u64(self.since, "since")?,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LeaveData {
+    room_id: Option<Loose<String>>,
+}
+
+impl EventData for LeaveData {
+    fn validate(self, limits: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        Ok(ClientEvent::Leave {
+            room_id: room_id(self.room_id, limits)?,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageData {
     room_id: Option<Loose<String>>,
     message: Option<Loose<String>>,
     username: Option<Loose<String>>,
+}
+
+impl EventData for MessageData {
+    fn validate(self, limits: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        Ok(ClientEvent::Message {
+            room_id: room_id(self.room_id, limits)?,
+            message: message_field(self.message, limits)?,
+            username: username(self.username, limits)?,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypingData {
+    room_id: Option<Loose<String>>,
+    username: Option<Loose<String>>,
     is_typing: Option<Loose<bool>>,
-    since: Option<Loose<u64>>,
+}
+
+impl EventData for TypingData {
+    fn validate(self, limits: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        Ok(ClientEvent::Typing {
+            room_id: room_id(self.room_id, limits)?,
+            username: username(self.username, limits)?,
+            is_typing: match self.is_typing {
+                Some(Loose::Valid(flag)) => flag,
+                _ => return Err(invalid_format("isTyping must be true or false")),
+            },
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryData {
+    room_id: Option<Loose<String>>,
     before: Option<Loose<u64>>,
     limit: Option<Loose<u64>>,
+}
+
+impl EventData for HistoryData {
+    fn validate(self, limits: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        Ok(ClientEvent::History {
+            room_id: room_id(self.room_id, limits)?,
+            before: optional_u64(self.before, "before")?,
+            limit: history_limit(self.limit, limits)?,
+        })
+    }
 }
 
 fn invalid_format(message: impl Into<String>) -> ProtoError {
@@ -129,51 +247,34 @@ pub fn parse_client_frame(text: &str, limits: &ProtoLimits) -> Result<ClientEven
     let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|_| {
         invalid_format("Invalid message format: expected a JSON object {\"event\", \"data\"}")
     })?;
-    let event = match envelope.event {
+    let name = match envelope.event {
         Some(Loose::Valid(name)) => name,
         _ => return Err(invalid_format("event must be a string")),
     };
-    let known = matches!(
-        event.as_ref(),
-        "chat.join" | "chat.leave" | "chat.message" | "chat.typing" | "chat.history"
-    );
-    if !known {
-        return Err(ProtoError::new(
+    let kind = EventKind::from_str(&name).map_err(|_| {
+        ProtoError::new(
             ErrorCode::UnknownEvent,
-            format!("Unknown event: {}", truncate_chars(&event, 64)),
-        ));
-    }
-    let data: RawData = match envelope.data {
-        Some(raw) if raw.get().trim_start().starts_with('{') => serde_json::from_str(raw.get())
-            .map_err(|_| invalid_format("data must be a JSON object"))?,
+            format!("Unknown event: {}", truncate_chars(&name, 64)),
+        )
+    })?;
+    let data = match envelope.data {
+        Some(raw) if raw.get().trim_start().starts_with('{') => raw.get(),
         _ => return Err(invalid_format("data must be a JSON object")),
     };
-    let room_id = room_id(data.room_id, limits)?;
-    match event.as_ref() {
-        "chat.join" => Ok(ClientEvent::Join {
-            room_id,
-            since: optional_u64(data.since, "since")?,
-        }),
-        "chat.leave" => Ok(ClientEvent::Leave { room_id }),
-        "chat.message" => Ok(ClientEvent::Message {
-            room_id,
-            message: message_field(data.message, limits)?,
-            username: username(data.username, limits)?,
-        }),
-        "chat.typing" => Ok(ClientEvent::Typing {
-            room_id,
-            username: username(data.username, limits)?,
-            is_typing: match data.is_typing {
-                Some(Loose::Valid(flag)) => flag,
-                _ => return Err(invalid_format("isTyping must be true or false")),
-            },
-        }),
-        _ => Ok(ClientEvent::History {
-            room_id,
-            before: optional_u64(data.before, "before")?,
-            limit: history_limit(data.limit, limits)?,
-        }),
+    // Exhaustive on purpose: a new kind does not compile until it has its own data.
+    match kind {
+        EventKind::Join => validated::<JoinData>(data, limits),
+        EventKind::Leave => validated::<LeaveData>(data, limits),
+        EventKind::Message => validated::<MessageData>(data, limits),
+        EventKind::Typing => validated::<TypingData>(data, limits),
+        EventKind::History => validated::<HistoryData>(data, limits),
     }
+}
+
+fn validated<D: EventData>(data: &str, limits: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+    serde_json::from_str::<D>(data)
+        .map_err(|_| invalid_format("data must be a JSON object"))?
+        .validate(limits)
 }
 
 fn room_id(field: Option<Loose<String>>, limits: &ProtoLimits) -> Result<RoomId, ProtoError> {
@@ -196,13 +297,24 @@ fn message_field(field: Option<Loose<String>>, limits: &ProtoLimits) -> Result<S
     }
 }
 
-/// Validates message text: trimmed, non-empty, within the length limit.
+/// Validates message text: trimmed, non-empty, within the length limit,
+/// and free of control characters other than line feed and tab (NUL and
+/// friends are refused by some databases, and garble terminals and logs).
 pub fn message_text(raw: String, limits: &ProtoLimits) -> Result<String, ProtoError> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Err(ProtoError::new(
             ErrorCode::InvalidMessage,
             "message must not be empty",
+        ));
+    }
+    if trimmed
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(ProtoError::new(
+            ErrorCode::InvalidMessage,
+            "message must not contain control characters (line feeds and tabs are allowed)",
         ));
     }
     if trimmed.chars().count() > limits.max_message_chars {
@@ -227,15 +339,36 @@ fn username(
 ) -> Result<Option<String>, ProtoError> {
     match field {
         None => Ok(None),
+        Some(Loose::Valid(raw)) if raw.chars().any(char::is_control) => Err(ProtoError::new(
+            ErrorCode::InvalidMessage,
+            "username must not contain control characters",
+        )),
         Some(Loose::Valid(raw)) => Ok(display_name(&raw, limits.max_username_chars)),
         Some(Loose::Invalid(_)) => Err(invalid_format("username must be a string")),
     }
 }
 
-/// Trims a display name and shortens it to `max_chars`; blank means none.
+/// Cleans a display name: drops characters that are invisible or that
+/// change how the text around them is shown (controls, bidirectional
+/// overrides such as U+202E, zero-width and other format characters, line
+/// and paragraph separators), trims, and shortens it to `max_chars`. Blank
+/// means none. Names come from clients and tokens alike and are shown to
+/// everyone in a room, so they must read as what they are.
 pub fn display_name(raw: &str, max_chars: usize) -> Option<String> {
-    let trimmed = raw.trim();
+    let cleaned: String = raw.chars().filter(|&c| !hides_or_reorders(c)).collect();
+    let trimmed = cleaned.trim();
     (!trimmed.is_empty()).then(|| truncate_chars(trimmed, max_chars).to_owned())
+}
+
+fn hides_or_reorders(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
 }
 
 fn truncate_chars(text: &str, max_chars: usize) -> &str {

@@ -178,3 +178,103 @@ fn recovery_and_history_fields() {
 fn unknown_fields_are_ignored() {
     parse(r#"{"event":"chat.join","data":{"roomId":"r","extra":[1,2,{"x":null}]},"id":5}"#);
 }
+
+#[test]
+fn control_characters_in_messages_are_refused() {
+    for text in [
+        "a\u{0}b",
+        "nul at end\u{0}x",
+        "bell\u{7}",
+        "esc\u{1b}[31m",
+        "del\u{7f}",
+        "c1\u{85}x",
+        "c1\u{9f}x",
+        "cr\rinside",
+    ] {
+        let frame =
+            serde_json::json!({"event": "chat.message", "data": {"roomId": "r", "message": text}});
+        let error = parse_client_frame(&frame.to_string(), &ProtoLimits::default()).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidMessage, "{text:?}");
+        assert!(
+            error.message.contains("control characters"),
+            "{}",
+            error.message
+        );
+    }
+    let frame = serde_json::json!({"event": "chat.message", "data": {"roomId": "r", "message": "line one\nline\ttwo"}});
+    match parse(&frame.to_string()) {
+        ClientEvent::Message { message, .. } => assert_eq!(message, "line one\nline\ttwo"),
+        other => panic!("{other:?}"),
+    }
+    // The same rule holds for text that does not come from a frame.
+    let limits = ProtoLimits::default();
+    assert_eq!(
+        chat_proto::client::message_text("x\u{0}".into(), &limits)
+            .unwrap_err()
+            .code,
+        ErrorCode::InvalidMessage
+    );
+}
+
+#[test]
+fn control_characters_in_client_names_are_refused() {
+    for name in ["al\u{0}ice", "bob\nforged", "tab\tname"] {
+        for event in ["chat.message", "chat.typing"] {
+            let frame = serde_json::json!({"event": event, "data": {"roomId": "r", "message": "hi", "isTyping": true, "username": name}});
+            let error =
+                parse_client_frame(&frame.to_string(), &ProtoLimits::default()).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidMessage, "{event} {name:?}");
+            assert!(error.message.contains("username"), "{}", error.message);
+        }
+    }
+}
+
+#[test]
+fn display_names_cannot_spoof() {
+    use chat_proto::client::display_name;
+    // Bidirectional overrides and isolates, marks, zero-width and other
+    // invisible format characters are removed wherever they stand.
+    assert_eq!(display_name("alice\u{202e}", 64).as_deref(), Some("alice"));
+    assert_eq!(display_name("\u{202e}ecila", 64).as_deref(), Some("ecila"));
+    for hidden in [
+        '\u{61c}', '\u{200b}', '\u{200c}', '\u{200d}', '\u{200e}', '\u{200f}', '\u{202a}',
+        '\u{202b}', '\u{202c}', '\u{202d}', '\u{2060}', '\u{2064}', '\u{2066}', '\u{2069}',
+        '\u{feff}', '\u{ad}', '\u{180e}', '\u{2028}', '\u{2029}', '\u{0}', '\u{1b}', '\u{85}',
+    ] {
+        let name = format!("ad{hidden}min");
+        assert_eq!(
+            display_name(&name, 64).as_deref(),
+            Some("admin"),
+            "{hidden:?}"
+        );
+    }
+    // Nothing left but invisible characters and spaces: no name at all.
+    assert_eq!(display_name(" \u{200b}\u{202e} ", 64), None);
+    // Trimmed after cleaning, and shortened to the limit.
+    assert_eq!(
+        display_name("\u{200b} bob \u{200b}", 64).as_deref(),
+        Some("bob")
+    );
+    assert_eq!(
+        display_name(&"é".repeat(100), 64).unwrap().chars().count(),
+        64
+    );
+    // Ordinary scripts, emoji and their joiners' visible parts stay.
+    assert_eq!(
+        display_name("李雷 José 😀", 64).as_deref(),
+        Some("李雷 José 😀")
+    );
+}
+
+#[test]
+fn every_event_name_parses_to_its_own_kind() {
+    use chat_proto::client::EventKind;
+    use strum::IntoEnumIterator;
+    for kind in EventKind::iter() {
+        let frame = serde_json::json!({"event": kind.name(), "data": {
+            "roomId": "r", "message": "hi", "isTyping": false}});
+        let event = parse(&frame.to_string());
+        assert_eq!(event.kind(), kind, "{}", kind.name());
+        assert_eq!(event.name(), kind.name());
+    }
+}
