@@ -53,22 +53,17 @@ fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<std::proc
 }
 
 #[test]
+#[ignore = "needs Chromium and `npm ci --prefix tests/e2e`; run with --include-ignored"]
 fn browser_end_to_end() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let e2e_dir = root.join("tests").join("e2e");
     let missing = missing_prerequisites(&e2e_dir);
-    if !missing.is_empty() {
-        let list = missing.join(", ");
-        if std::env::var_os("CI").is_some() {
-            panic!("browser tests cannot run in CI, missing: {list}");
-        }
-        // Straight to the stderr handle: the test harness swallows eprintln! of passing tests.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: browser tests need chromium + npm ci in tests/e2e (missing: {list})"
-        );
-        return;
-    }
+    // Asked for but unable to run: a failure, never a silent pass.
+    assert!(
+        missing.is_empty(),
+        "browser tests cannot run, missing: {} (apt-get install chromium; npm ci --prefix tests/e2e)",
+        missing.join(", ")
+    );
 
     let mut child = Command::new("node")
         .args(["--test", "--test-concurrency=1", "tests/e2e/"])

@@ -184,9 +184,8 @@ async fn shutdown_closes_clients_with_1001() {
         client.join("r").await;
         clients.push(client);
     }
-    let started = std::time::Instant::now();
+    // `stop` itself fails the test past its 10 s budget.
     server.stop().await.expect("clean stop");
-    assert!(started.elapsed() < Duration::from_secs(10));
     for client in &mut clients {
         assert_eq!(client.expect_close().await, Some(CloseCode::Away));
     }

@@ -171,11 +171,9 @@ async fn disconnect_leaves_every_room_and_destroys_empty_ones() {
         json!({"connectedUsers": 1, "connections": 1, "rooms": 2})
     );
     drop(ann);
-    tokio::time::sleep(QUIET).await;
-    assert_eq!(
-        server.stats().await,
-        json!({"connectedUsers": 0, "connections": 0, "rooms": 0})
-    );
+    server
+        .wait_for_stats(json!({"connectedUsers": 0, "connections": 0, "rooms": 0}))
+        .await;
 }
 
 #[tokio::test]

@@ -73,6 +73,24 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Polls `/stats` until it equals `expected`; panics after [`WAIT`].
+    /// A disconnect is noticed by the server asynchronously, so tests wait
+    /// for its effect instead of sleeping a guessed while.
+    pub async fn wait_for_stats(&self, expected: Value) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let stats = self.stats().await;
+            if stats == expected {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stats stayed {stats}, expected {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The Prometheus page.
     pub async fn metrics(&self) -> String {
         reqwest::get(self.http("/metrics"))
