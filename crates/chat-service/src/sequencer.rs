@@ -48,6 +48,15 @@ impl Sequencer {
     }
 }
 
+/// Said to the sender of a message the database refused on its own:
+/// sending it again would fail again, unlike `store_unavailable`.
+fn refused_row() -> hub::Frame {
+    hub::frame(&ServerEvent::Error {
+        message: "Message refused by the message store; it was not delivered",
+        code: ErrorCode::InvalidMessage,
+    })
+}
+
 async fn write_loop(
     mut rx: mpsc::Receiver<Submission>,
     store: Store,
@@ -68,18 +77,26 @@ async fn write_loop(
             senders.push(submission.sender);
         }
         match store.append(messages).await {
-            Ok(stored) => {
+            Ok(appended) => {
                 metrics
                     .commit_seconds
                     .record(started.elapsed().as_secs_f64());
                 // The store returns the batch in the order it was given.
-                for (room, message) in rooms.iter().zip(&stored) {
-                    let fanout_started = Instant::now();
-                    let frame = hub::frame(&ServerEvent::Message(message));
-                    hub.broadcast(room, &frame, Some(message.seq));
-                    metrics
-                        .fanout_seconds
-                        .record(fanout_started.elapsed().as_secs_f64());
+                for ((room, sender), row) in rooms.iter().zip(&senders).zip(&appended) {
+                    match row {
+                        Ok(message) => {
+                            let fanout_started = Instant::now();
+                            let frame = hub::frame(&ServerEvent::Message(message));
+                            hub.broadcast(room, &frame, Some(message.seq));
+                            metrics
+                                .fanout_seconds
+                                .record(fanout_started.elapsed().as_secs_f64());
+                        }
+                        Err(_) => {
+                            metrics.error(ErrorCode::InvalidMessage);
+                            sender.push(&refused_row());
+                        }
+                    }
                 }
             }
             Err(error) => {

@@ -306,13 +306,93 @@ async fn retention_prunes_old_messages(db: TestDb) {
         .append(vec![message(1, 40), message(2, 31), message(3, 1)])
         .await
         .unwrap();
-    assert_eq!(stored.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    let seqs: Vec<u64> = stored.iter().map(|m| m.as_ref().unwrap().seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
     assert_eq!(store.prune(now - 30 * 86_400_000).await.unwrap(), 2);
     let page = store.page(&room, None, 10).await.unwrap();
     assert_eq!(page.messages.len(), 1);
     assert_eq!(page.messages[0].message, "m3");
     // Pruning never rewinds the sequence.
     assert_eq!(store.last_seq(&room).await.unwrap(), 3);
+    store.close().await;
+}
+
+/// One row the database refuses fails alone: the rest of its batch is
+/// stored, with each room's seqs contiguous and in batch order. The row
+/// here repeats a stored message's id, which both engines refuse alike.
+async fn a_refused_row_fails_alone(db: TestDb) {
+    use chat_proto::{ProtoLimits, RoomId};
+    use chat_service::store::{NewMessage, Store};
+    let store = Store::open(&db.url).await.unwrap();
+    let limits = ProtoLimits::default();
+    let (a, b) = (
+        RoomId::parse("a", &limits).unwrap(),
+        RoomId::parse("b", &limits).unwrap(),
+    );
+    let message = |id: &str, room: &RoomId| NewMessage {
+        id: id.to_owned(),
+        room_id: room.clone(),
+        user_id: "u".into(),
+        username: "u".into(),
+        message: format!("text of {id}"),
+        timestamp_ms: chat_proto::time::now_millis(),
+    };
+    let first = store.append(vec![message("taken", &a)]).await.unwrap();
+    assert_eq!(first[0].as_ref().unwrap().seq, 1);
+
+    let mut batch: Vec<NewMessage> = (0..37)
+        .map(|n| message(&format!("ok-{n}"), if n % 3 == 0 { &b } else { &a }))
+        .collect();
+    batch.insert(20, message("taken", &b));
+    batch.insert(5, message("taken", &a));
+    let appended = store.append(batch.clone()).await.unwrap();
+    assert_eq!(appended.len(), batch.len());
+    let mut next = std::collections::HashMap::from([("a", 2u64), ("b", 1u64)]);
+    for (sent, row) in batch.iter().zip(&appended) {
+        if sent.id == "taken" {
+            assert!(row.is_err(), "the repeated id was stored: {row:?}");
+            continue;
+        }
+        let stored = row.as_ref().expect("a valid row is stored");
+        assert_eq!(stored.id, sent.id);
+        let expected = next.get_mut(sent.room_id.as_str()).unwrap();
+        assert_eq!(stored.seq, *expected, "seqs follow batch order, no gaps");
+        *expected += 1;
+    }
+    assert_eq!(store.last_seq(&a).await.unwrap(), next["a"] - 1);
+    assert_eq!(store.last_seq(&b).await.unwrap(), next["b"] - 1);
+    let page = store.page(&b, None, 100).await.unwrap();
+    assert_eq!(page.messages.len() as u64, next["b"] - 1);
+    store.close().await;
+}
+
+/// PostgreSQL refuses NUL in text; a message holding one (which the
+/// protocol no longer lets through) fails alone, not its batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set TEST_POSTGRES_URL and run with --include-ignored"]
+async fn a_nul_fails_alone_on_postgres() {
+    use chat_proto::{ProtoLimits, RoomId};
+    use chat_service::store::{NewMessage, Store};
+    let db = backends::postgres().await;
+    let store = Store::open(&db.url).await.unwrap();
+    let room = RoomId::parse("nul", &ProtoLimits::default()).unwrap();
+    let message = |n: usize, text: &str| NewMessage {
+        id: format!("id-{n}"),
+        room_id: room.clone(),
+        user_id: "u".into(),
+        username: "u".into(),
+        message: text.to_owned(),
+        timestamp_ms: chat_proto::time::now_millis(),
+    };
+    let batch = vec![
+        message(0, "before"),
+        message(1, "a\u{0}b"),
+        message(2, "after"),
+    ];
+    let appended = store.append(batch).await.unwrap();
+    assert_eq!(appended[0].as_ref().unwrap().seq, 1);
+    assert!(appended[1].is_err());
+    assert_eq!(appended[2].as_ref().unwrap().seq, 2);
     store.close().await;
 }
 
@@ -353,6 +433,7 @@ crate::on_every_store!(
     recovery_under_live_traffic_has_no_gaps_or_duplicates,
     retention_prunes_old_messages,
     close_commits_queued_writes_then_refuses,
+    a_refused_row_fails_alone,
 );
 // Several processes sharing one database is a PostgreSQL deployment; the
 // SQLite store is the single-process embedded default.

@@ -51,6 +51,15 @@ pub struct HistoryPage {
     pub has_more: bool,
 }
 
+/// A row of a batch the database refused on its own (for what it holds);
+/// the rest of the batch was stored without it and it took no `seq`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the database refused this message: {0}")]
+pub struct Rejected(pub String);
+
+/// One row of an appended batch: stored with its `seq`, or refused.
+pub type Appended = Result<ChatMessage, Rejected>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("unsupported DATABASE_URL {0:?}: use memory:, sqlite://PATH or postgres://...")]
@@ -88,11 +97,14 @@ impl Store {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }
 
-    /// Commits the batch atomically and returns it with `seq`s assigned, in
-    /// the same order. Within a room, `seq`s follow batch order.
-    pub async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<ChatMessage>, StoreError> {
+    /// Commits the batch and returns each row, in the same order, stored
+    /// with its `seq` or refused. A row the database refuses on its own
+    /// fails alone; every other row is stored, and within a room `seq`s
+    /// follow batch order with no gaps. `Err` means nothing was stored
+    /// (the database is unavailable).
+    pub async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
         match self {
-            Store::Memory(store) => Ok(store.append(&batch)),
+            Store::Memory(store) => Ok(store.append(&batch).into_iter().map(Ok).collect()),
             Store::Sql(store) => store.append(batch).await,
         }
     }

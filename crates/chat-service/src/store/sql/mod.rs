@@ -14,7 +14,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 use self::statements::{Placeholders, COLUMNS};
 use self::writer::Writer;
-use super::{HistoryPage, NewMessage, StoreError};
+use super::{Appended, HistoryPage, NewMessage, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -94,10 +94,7 @@ impl SqlStore {
     }
 
     /// Commits the batch in one transaction on the writer's connection.
-    pub(super) async fn append(
-        &self,
-        batch: Vec<NewMessage>,
-    ) -> Result<Vec<ChatMessage>, StoreError> {
+    pub(super) async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
         self.writer.append(batch).await
     }
 

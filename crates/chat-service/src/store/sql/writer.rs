@@ -17,9 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::statements::{chunk_rows, statement, Placeholders, Statement};
 use super::PoolSettings;
-use crate::store::{NewMessage, StoreError};
+use crate::store::{Appended, NewMessage, Rejected, StoreError};
 
-type Reply = oneshot::Sender<Result<Vec<ChatMessage>, StoreError>>;
+type Reply = oneshot::Sender<Result<Vec<Appended>, StoreError>>;
 
 enum Job {
     Append {
@@ -50,10 +50,7 @@ impl Writer {
         Ok(Writer { jobs })
     }
 
-    pub(super) async fn append(
-        &self,
-        batch: Vec<NewMessage>,
-    ) -> Result<Vec<ChatMessage>, StoreError> {
+    pub(super) async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job::Append { batch, reply })
@@ -96,7 +93,7 @@ async fn serve(mut queue: mpsc::Receiver<Job>, pool: AnyPool, placeholders: Plac
     while let Some(job) = queue.recv().await {
         match job {
             Job::Append { batch, reply } => {
-                let _ = reply.send(append(&pool, placeholders, &batch).await);
+                let _ = reply.send(append_isolating(&pool, placeholders, &batch).await);
             }
             Job::Close { done } => {
                 pool.close().await;
@@ -106,6 +103,61 @@ async fn serve(mut queue: mpsc::Receiver<Job>, pool: AnyPool, placeholders: Plac
         }
     }
     pool.close().await;
+}
+
+/// Commits the batch in one transaction; if the database refuses it for
+/// what some row holds, commits the rest without the rows it refuses on
+/// their own. A batch mixes many senders' messages, and one bad row must
+/// not fail the others. Halving keeps this to about 2·log2(n) extra
+/// transactions per bad row, and a database that is down fails at once
+/// (its errors are not about rows, so nothing is retried).
+async fn append_isolating(
+    pool: &AnyPool,
+    placeholders: Placeholders,
+    batch: &[NewMessage],
+) -> Result<Vec<Appended>, StoreError> {
+    let mut done: Vec<Appended> = Vec::with_capacity(batch.len());
+    // Halves still to commit, in batch order (a stack: the last pushed
+    // is the next in order), so each room's `seq`s follow batch order.
+    let mut pending: Vec<&[NewMessage]> = vec![batch];
+    while let Some(part) = pending.pop() {
+        match append(pool, placeholders, part).await {
+            Ok(stored) => done.extend(stored.into_iter().map(Ok)),
+            Err(StoreError::Database(error)) if refuses_row(&error) => {
+                if let [single] = part {
+                    tracing::warn!(id = %single.id, room = ?single.room_id.as_str(), %error, "database refused a message");
+                    done.push(Err(Rejected(error.to_string())));
+                } else {
+                    let (first, second) = part.split_at(part.len() / 2);
+                    pending.push(second);
+                    pending.push(first);
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(done)
+}
+
+/// Whether the database refused a statement for the data in it (a
+/// constraint, a value it cannot hold) rather than for being unavailable.
+fn refuses_row(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(error) = error else {
+        return false;
+    };
+    let Some(code) = error.code() else {
+        return false;
+    };
+    if code.len() == 5 {
+        // PostgreSQL's SQLSTATE: class 22 data exception, 23 integrity
+        // constraint violation.
+        code.starts_with("22") || code.starts_with("23")
+    } else {
+        // SQLite's (extended) result code: the primary code is the low byte.
+        // TOOBIG, CONSTRAINT, MISMATCH.
+        code.parse::<u32>()
+            .is_ok_and(|code| matches!(code & 0xff, 18..=20))
+    }
 }
 
 /// Reserves each room's next `seq`s and inserts the batch, in one
