@@ -37,6 +37,44 @@ impl Serialize for ChatMessage {
     }
 }
 
+impl ChatMessage {
+    /// Bytes this message takes in a frame (its JSON object).
+    pub fn encoded_len(&self) -> usize {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0 += bytes.len();
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        serde_json::to_writer(&mut count, self).expect("messages always serialize");
+        count.0
+    }
+}
+
+/// Drops the oldest messages of an ascending page until the rest encode in
+/// at most `max_bytes` (the newest one always stays, whatever its size).
+/// Returns whether any were dropped: the page then has more before it.
+pub fn keep_newest_within(messages: &mut Vec<ChatMessage>, max_bytes: usize) -> bool {
+    let mut total = 0;
+    let mut keep = 0;
+    for message in messages.iter().rev() {
+        // +1 for the comma between array items.
+        total += message.encoded_len() + 1;
+        if keep > 0 && total > max_bytes {
+            break;
+        }
+        keep += 1;
+    }
+    let dropped = messages.len() - keep;
+    messages.drain(..dropped);
+    dropped > 0
+}
+
 /// Everything the server can say to a client, in the `{event, data}` envelope.
 #[derive(Debug, Serialize)]
 #[serde(tag = "event", content = "data")]
@@ -113,6 +151,40 @@ mod tests {
                 "message": "Hello world!", "timestamp": "2025-11-17T10:00:00.000Z",
                 "id": "m1", "seq": 7}})
         );
+    }
+
+    #[test]
+    fn pages_keep_the_newest_messages_within_the_budget() {
+        let message = |seq: u64, text: &str| ChatMessage {
+            id: format!("m{seq}"),
+            seq,
+            room_id: "r".into(),
+            user_id: "u".into(),
+            username: "U".into(),
+            message: text.into(),
+            timestamp_ms: 0,
+        };
+        // U+0001 encodes as six bytes.
+        let heavy = "\u{1}".repeat(1000);
+        let one = message(1, &heavy).encoded_len();
+        assert!(one > 6000, "{one}");
+        let mut page: Vec<ChatMessage> = (1..=10).map(|seq| message(seq, &heavy)).collect();
+        assert!(keep_newest_within(&mut page, 3 * one + 10));
+        assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [8, 9, 10]);
+        let encoded = ServerEvent::History {
+            room_id: "r",
+            messages: &page,
+            has_more: true,
+        }
+        .to_frame();
+        assert!(encoded.len() < 3 * one + 100, "{}", encoded.len());
+        // The newest always stays, even alone over the budget.
+        let mut page = vec![message(1, &heavy)];
+        assert!(!keep_newest_within(&mut page, 10));
+        assert_eq!(page.len(), 1);
+        let mut page: Vec<ChatMessage> = (1..=4).map(|seq| message(seq, "x")).collect();
+        assert!(!keep_newest_within(&mut page, 1 << 20));
+        assert_eq!(page.len(), 4);
     }
 
     #[test]

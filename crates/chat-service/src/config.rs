@@ -10,14 +10,19 @@ use metrics_exporter_prometheus::PrometheusHandle;
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub proto: ProtoLimits,
-    /// Largest frame or message accepted; larger closes with 1009.
+    /// Largest frame or message accepted from a client; larger closes with
+    /// 1009. It does not limit what the server sends.
     pub max_frame_bytes: usize,
     pub max_rooms_per_connection: usize,
     pub ping_interval: Duration,
     /// A connection that sends nothing (not even a pong) for this long is closed.
     pub idle_timeout: Duration,
-    /// Frames queued for one client before it counts as a slow consumer.
-    pub outbound_queue: usize,
+    /// Bytes queued for one client (broadcasts and replies alike) before it
+    /// counts as a slow consumer.
+    pub outbound_queue_bytes: usize,
+    /// Most bytes of messages in one history page or recovery read; a
+    /// fuller page is cut short and says `hasMore`.
+    pub page_bytes: usize,
     pub max_connections: usize,
     /// Most messages replayed by `chat.join {since}`; beyond it the client pages.
     pub recovery_cap: usize,
@@ -31,7 +36,8 @@ impl Default for Limits {
             max_rooms_per_connection: 100,
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
-            outbound_queue: 1024,
+            outbound_queue_bytes: 1024 * 1024,
+            page_bytes: 256 * 1024,
             max_connections: 100_000,
             recovery_cap: 1000,
         }
@@ -117,9 +123,9 @@ pub struct ServiceArgs {
     /// Close a connection silent for this long.
     #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 90)]
     pub idle_timeout_secs: u64,
-    /// Frames queued per client before it is cut off as a slow consumer (close 1008).
-    #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = 1024)]
-    pub outbound_queue: usize,
+    /// Bytes queued per client (broadcasts and replies) before it is cut off as a slow consumer (close 1008).
+    #[arg(long, env = "OUTBOUND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub outbound_queue_bytes: usize,
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
     /// Most missed messages `chat.join {since}` replays before answering `recovered: false`.
@@ -143,7 +149,8 @@ impl ServiceArgs {
                 max_rooms_per_connection: self.max_rooms_per_connection,
                 ping_interval: Duration::from_secs(self.ping_interval_secs.max(1)),
                 idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
-                outbound_queue: self.outbound_queue,
+                outbound_queue_bytes: self.outbound_queue_bytes,
+                page_bytes: defaults.page_bytes,
                 max_connections: self.max_connections,
                 recovery_cap: self.recovery_cap,
             },

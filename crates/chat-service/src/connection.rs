@@ -6,13 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
-
-use crate::hub::Frame;
+use crate::hub::OutboundQueue;
 use crate::session::{Identity, Session};
 use crate::state::Shared;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
 
 /// Frames written per flush: batching writes is what makes fan-out cheap,
 /// bounding the batch keeps pings and closes timely.
@@ -60,7 +58,7 @@ pub(crate) async fn serve(socket: WebSocket, identity: Identity, shared: Arc<Sha
     let limits = &shared.config.limits;
     let (conn, mut queue) = shared
         .hub
-        .connect(identity.user_id.clone(), limits.outbound_queue);
+        .connect(identity.user_id.clone(), limits.outbound_queue_bytes);
     tracing::debug!(conn = conn.id, "connected");
     let mut session = Session::new(conn.clone(), identity, shared.clone());
     let (mut sink, mut stream) = socket.split();
@@ -94,7 +92,7 @@ pub(crate) async fn serve(socket: WebSocket, identity: Identity, shared: Arc<Sha
     let end = tokio::select! {
         end = reader => end,
         end = writer => end,
-        () = conn.eviction().wait() => End::SlowConsumer,
+        () = conn.evicted() => End::SlowConsumer,
         () = shared.shutdown.cancelled() => End::Shutdown,
     };
     tracing::debug!(conn = conn.id, ?end, "disconnecting");
@@ -119,7 +117,7 @@ pub(crate) async fn serve(socket: WebSocket, identity: Identity, shared: Arc<Sha
 
 async fn write_loop<S, F>(
     sink: &mut S,
-    queue: &mut mpsc::Receiver<Frame>,
+    queue: &mut OutboundQueue,
     ping_interval: Duration,
     idle_timeout: Duration,
     last_heard: F,
@@ -143,10 +141,11 @@ where
                     sink.feed(Message::Text(first.text())).await?;
                     for _ in 1..FRAMES_PER_FLUSH {
                         match queue.try_recv() {
-                            Ok(frame) => sink.feed(Message::Text(frame.text())).await?,
-                            Err(_) => break,
+                            Some(frame) => sink.feed(Message::Text(frame.text())).await?,
+                            None => break,
                         }
                     }
+                    queue.wake_waiting_replies();
                     sink.flush().await
                 })
                 .await;

@@ -39,7 +39,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 pub(crate) enum ApiError {
     #[error("missing or invalid x-internal-api-key")]
     Unauthorized,
-    #[error("missing or invalid x-user-id: a percent-encoded UTF-8 id of 1-128 characters")]
+    #[error("missing or invalid x-user-id: a percent-encoded UTF-8 id of 1-128 characters, no control characters")]
     MissingUser,
     #[error("invalid x-username: must be percent-encoded UTF-8")]
     BadUsername,
@@ -113,7 +113,13 @@ fn decoded_header(headers: &HeaderMap, name: &str) -> Option<Result<String, ()>>
 
 fn identity(headers: &HeaderMap, max_username_chars: usize) -> Result<Identity, ApiError> {
     let user_id = match decoded_header(headers, "x-user-id") {
-        Some(Ok(id)) if !id.trim().is_empty() && id.chars().count() <= MAX_USER_ID_CHARS => id,
+        Some(Ok(id))
+            if !id.trim().is_empty()
+                && id.chars().count() <= MAX_USER_ID_CHARS
+                && !id.chars().any(char::is_control) =>
+        {
+            id
+        }
         _ => return Err(ApiError::MissingUser),
     };
     let username = match decoded_header(headers, "x-username") {
@@ -154,7 +160,10 @@ async fn websocket(
         // capacity 8 KiB gives); an idle client keeps only what its
         // largest burst needed.
         .write_buffer_size(8 * 1024)
-        .max_write_buffer_size(limits.max_frame_bytes * 4)
+        // No cap on the write buffer: a cap is a frame size the server
+        // could build (a history page, a long system message) and then fail
+        // to write, losing the connection. What the writer feeds it comes
+        // from the outbound queue, which is bounded in bytes.
         .max_frame_size(limits.max_frame_bytes)
         .max_message_size(limits.max_frame_bytes)
         .on_upgrade(move |socket| {
@@ -162,7 +171,9 @@ async fn websocket(
             // future: the task that performed the upgrade ends here and
             // frees its larger state, which idle connections would
             // otherwise carry for their whole life.
-            let span = tracing::info_span!("conn", user = %identity.user_id);
+            // Debug-formatted: ids are user-controlled, and escaping keeps a
+            // `\n` in one from forging log lines.
+            let span = tracing::info_span!("conn", user = ?identity.user_id);
             let tracker = task_shared.connections.clone();
             tracker.spawn(tracing::Instrument::instrument(
                 async move {
@@ -225,8 +236,7 @@ async fn history(
     let limit =
         chat_proto::client::history_limit_value(query.limit, limits).map_err(ApiError::Invalid)?;
     let page = shared
-        .store
-        .page(&room_id, query.before, limit)
+        .history_page(&room_id, query.before, limit)
         .await
         .map_err(|error| {
             tracing::warn!(%error, "history request failed");
@@ -243,11 +253,15 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    (
+async fn metrics(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&shared, &headers)?;
+    Ok((
         [("content-type", "text/plain; version=0.0.4")],
         shared.prometheus.render(),
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -273,6 +287,10 @@ mod tests {
         headers.insert("x-user-id", "a".repeat(129).parse().unwrap());
         assert!(matches!(identity(&headers, 64), Err(ApiError::MissingUser)));
         headers.insert("x-user-id", "%FF".parse().unwrap());
+        assert!(matches!(identity(&headers, 64), Err(ApiError::MissingUser)));
+        headers.insert("x-user-id", "a%0Aforged".parse().unwrap());
+        assert!(matches!(identity(&headers, 64), Err(ApiError::MissingUser)));
+        headers.insert("x-user-id", "%00".parse().unwrap());
         assert!(matches!(identity(&headers, 64), Err(ApiError::MissingUser)));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chat_proto::{parse_client_frame, ClientEvent, ErrorCode, ProtoError, RoomId, ServerEvent};
 
-use crate::hub::{self, ConnHandle};
+use crate::hub::{self, ConnHandle, Frame, Push};
 use crate::state::Shared;
 use crate::store::{NewMessage, StoreError};
 
@@ -24,6 +24,9 @@ pub(crate) struct Session {
     rooms: HashSet<RoomId>,
     shared: Arc<Shared>,
 }
+
+/// Messages read from the store per step of a recovery replay.
+const RECOVERY_PAGE: usize = 64;
 
 fn store_failed(error: StoreError) -> ProtoError {
     tracing::warn!(%error, "store request failed");
@@ -69,12 +72,31 @@ impl Session {
 
     async fn reply_error(&self, error: &ProtoError) {
         self.shared.metrics.error(error.code);
-        tracing::debug!(code = error.code.as_str(), message = %error.message, "rejected frame");
+        // Debug-formatted: messages quote what the client sent.
+        tracing::debug!(code = error.code.as_str(), message = ?error.message, "rejected frame");
         let frame = hub::frame(&ServerEvent::Error {
             message: &error.message,
             code: error.code,
         });
-        self.conn.send(frame).await;
+        self.send(frame).await;
+    }
+
+    /// Queues a reply to this connection's own request, waiting while the
+    /// client reads what is ahead of it, but no longer than the idle
+    /// timeout: a client that cannot take its own replies is cut off like
+    /// any slow consumer. False when the connection is gone or going.
+    async fn send(&self, frame: Frame) -> bool {
+        let patience = self.shared.config.limits.idle_timeout;
+        match self.conn.reply(frame, patience).await {
+            Push::Queued => true,
+            Push::Evicted { first } => {
+                if first {
+                    self.shared.metrics.slow_consumers.increment(1);
+                }
+                false
+            }
+            Push::Gone => false,
+        }
     }
 
     async fn handle(&mut self, event: ClientEvent) -> Result<(), ProtoError> {
@@ -145,6 +167,10 @@ impl Session {
 
     /// Sends `chat.joined` and any replay; returns the highest `seq` the
     /// client now has, so held-back live copies of those are dropped.
+    ///
+    /// The replay is read and queued a page at a time, as the client takes
+    /// it in: a joiner asking for everything holds one page, not the whole
+    /// backlog.
     async fn recover(&self, room_id: &RoomId, since: Option<u64>) -> Result<u64, StoreError> {
         let store = &self.shared.store;
         // Read before the replay: every message up to here is committed and
@@ -154,30 +180,34 @@ impl Session {
             self.reply_joined(room_id, last_seq, None).await;
             return Ok(last_seq);
         };
-        let cap = self.shared.config.limits.recovery_cap;
-        let missed = if since >= last_seq {
+        let cap = self.shared.config.limits.recovery_cap as u64;
+        let unknown_or_too_far = since > last_seq || last_seq - since > cap;
+        let mut page = if unknown_or_too_far || since == last_seq {
             Vec::new()
         } else {
-            store.after(room_id, since, cap + 1).await?
+            store.after(room_id, since, RECOVERY_PAGE).await?
         };
         // A replay is only whole if it starts right after `since` (older
-        // messages may have been pruned) and fits under the cap.
-        let replay_end = missed.last().map_or(since, |m| m.seq);
-        let whole = since <= last_seq
-            && missed.len() <= cap
-            && replay_end >= last_seq
-            && missed.first().is_none_or(|m| m.seq == since + 1);
+        // messages may have been pruned).
+        let whole = !unknown_or_too_far
+            && (since == last_seq || page.first().is_some_and(|m| m.seq == since + 1));
+        self.reply_joined(room_id, last_seq, Some(whole)).await;
         if !whole {
-            self.reply_joined(room_id, last_seq, Some(false)).await;
             return Ok(last_seq);
         }
-        self.reply_joined(room_id, replay_end, Some(true)).await;
-        for message in &missed {
-            self.conn
-                .send(hub::frame(&ServerEvent::Message(message)))
-                .await;
+        let mut through = since;
+        while through < last_seq && !page.is_empty() {
+            for message in page.iter().take_while(|m| m.seq <= last_seq) {
+                if !self.send(hub::frame(&ServerEvent::Message(message))).await {
+                    return Ok(through);
+                }
+                through = message.seq;
+            }
+            if through < last_seq {
+                page = store.after(room_id, through, RECOVERY_PAGE).await?;
+            }
         }
-        Ok(replay_end)
+        Ok(through)
     }
 
     async fn go_live(&self, room_id: &RoomId, delivered_through: u64) {
@@ -190,7 +220,9 @@ impl Session {
                 return;
             }
             for frame in held {
-                self.conn.send(frame).await;
+                if !self.send(frame).await {
+                    return;
+                }
             }
         }
     }
@@ -201,7 +233,7 @@ impl Session {
             last_seq,
             recovered,
         });
-        self.conn.send(frame).await;
+        self.send(frame).await;
     }
 
     fn leave(&mut self, room_id: RoomId) -> Result<(), ProtoError> {
@@ -250,8 +282,7 @@ impl Session {
         }
         let page = self
             .shared
-            .store
-            .page(&room_id, before, limit)
+            .history_page(&room_id, before, limit)
             .await
             .map_err(store_failed)?;
         let frame = hub::frame(&ServerEvent::History {
@@ -259,7 +290,7 @@ impl Session {
             messages: &page.messages,
             has_more: page.has_more,
         });
-        self.conn.send(frame).await;
+        self.send(frame).await;
         Ok(())
     }
 

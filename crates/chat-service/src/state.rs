@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::sequencer::Sequencer;
-use crate::store::Store;
+use crate::store::{HistoryPage, Store, StoreError};
 
 /// Everything the HTTP handlers and connections share.
 pub(crate) struct Shared {
@@ -25,4 +25,23 @@ pub(crate) struct Shared {
     pub(crate) connections: TaskTracker,
     /// Caps concurrent connections; a permit lives as long as its connection.
     pub(crate) connection_permits: Arc<Semaphore>,
+}
+
+impl Shared {
+    /// A page of history for a client, socket or HTTP: at most `limit`
+    /// messages and about `page_bytes` of them, so no page can outgrow what
+    /// a connection can carry; a page cut short says `has_more`.
+    pub(crate) async fn history_page(
+        &self,
+        room: &chat_proto::RoomId,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<HistoryPage, StoreError> {
+        let mut page = self.store.page(room, before, limit).await?;
+        if chat_proto::server::keep_newest_within(&mut page.messages, self.config.limits.page_bytes)
+        {
+            page.has_more = true;
+        }
+        Ok(page)
+    }
 }

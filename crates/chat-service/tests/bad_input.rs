@@ -113,7 +113,7 @@ async fn silent_clients_are_pinged_then_closed() {
 #[tokio::test]
 async fn slow_consumers_are_cut_off_without_slowing_the_room() {
     let mut config = Config::new(common::KEY);
-    config.limits.outbound_queue = 64;
+    config.limits.outbound_queue_bytes = 256 * 1024;
     let server = TestServer::start(config).await;
     let mut stalled = server.connect("stalled").await;
     let mut sender = server.connect("sender").await;

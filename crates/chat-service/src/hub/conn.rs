@@ -1,8 +1,16 @@
-//! The hub's view of one connection: a bounded outbound queue and a way to
-//! evict the connection when that queue overflows.
+//! The hub's view of one connection: an outbound queue bounded in bytes,
+//! and a way to evict the connection when it falls behind.
+//!
+//! Every frame for a client goes through this queue, broadcasts and the
+//! connection's own replies alike, so one budget bounds what a client that
+//! stops reading can pin. Broadcasts never wait: a full queue evicts. Replies
+//! wait for the client to read (that is what paces a recovery replay), but
+//! only for so long: a connection that cannot take its own replies is
+//! evicted too.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, Notify};
@@ -24,55 +32,33 @@ impl Frame {
     pub(crate) fn text(&self) -> Utf8Bytes {
         (*self.0).clone()
     }
+
+    /// What the frame counts against a queue's byte budget. A shared frame
+    /// counts fully in every queue that holds it: that is what the client
+    /// would pin if it were the last holder.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
-/// Tells the connection's task to close because its client fell behind.
+/// State shared by a connection's handles and its writer.
 #[derive(Default)]
-pub(crate) struct Eviction {
+struct Outbound {
+    /// Bytes queued and not yet taken by the writer.
+    queued: AtomicUsize,
     evicted: AtomicBool,
-    notify: Notify,
+    /// Woken on eviction.
+    eviction: Notify,
+    /// Woken when the writer has taken frames, for replies waiting on room.
+    drained: Notify,
 }
 
-impl Eviction {
-    pub(crate) fn is_evicted(&self) -> bool {
-        self.evicted.load(Ordering::Acquire)
-    }
-
-    /// Resolves once the connection has been evicted.
-    pub(crate) async fn wait(&self) {
-        loop {
-            let notified = self.notify.notified();
-            if self.is_evicted() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Returns true the first time only, so the cut-off is counted once.
-    fn evict(&self) -> bool {
-        let first = !self.evicted.swap(true, Ordering::AcqRel);
-        if first {
-            self.notify.notify_waiters();
-        }
-        first
-    }
-}
-
-/// Cheap to clone; held by every room the connection is in.
-#[derive(Clone)]
-pub(crate) struct ConnHandle {
-    pub(crate) id: ConnId,
-    pub(crate) user_id: Arc<str>,
-    tx: mpsc::Sender<Frame>,
-    eviction: Arc<Eviction>,
-}
-
-/// What happened to one delivery attempt.
+/// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Push {
     Queued,
-    /// The queue was full: the connection is now evicted (first time only).
+    /// The queue was over its budget: the connection is now evicted (first
+    /// time only).
     Evicted {
         first: bool,
     },
@@ -80,48 +66,160 @@ pub(crate) enum Push {
     Gone,
 }
 
+/// Cheap to clone; held by every room the connection is in.
+#[derive(Clone)]
+pub(crate) struct ConnHandle {
+    pub(crate) id: ConnId,
+    pub(crate) user_id: Arc<str>,
+    tx: mpsc::UnboundedSender<Frame>,
+    outbound: Arc<Outbound>,
+    budget: usize,
+}
+
+/// The writer's end of a connection's queue.
+pub(crate) struct OutboundQueue {
+    rx: mpsc::UnboundedReceiver<Frame>,
+    outbound: Arc<Outbound>,
+}
+
+impl OutboundQueue {
+    /// The next frame; `None` once every handle is gone.
+    pub(crate) async fn recv(&mut self) -> Option<Frame> {
+        let frame = self.rx.recv().await?;
+        self.taken(&frame);
+        Some(frame)
+    }
+
+    pub(crate) fn try_recv(&mut self) -> Option<Frame> {
+        let frame = self.rx.try_recv().ok()?;
+        self.taken(&frame);
+        Some(frame)
+    }
+
+    fn taken(&self, frame: &Frame) {
+        self.outbound
+            .queued
+            .fetch_sub(frame.len(), Ordering::AcqRel);
+    }
+
+    /// Lets replies waiting for room try again; called once per batch
+    /// written, not per frame.
+    pub(crate) fn wake_waiting_replies(&self) {
+        self.outbound.drained.notify_waiters();
+    }
+}
+
 impl ConnHandle {
-    pub(crate) fn new(
-        id: ConnId,
-        user_id: Arc<str>,
-        queue_len: usize,
-    ) -> (ConnHandle, mpsc::Receiver<Frame>) {
-        let (tx, rx) = mpsc::channel(queue_len.max(1));
+    /// A connection whose queue holds at most `budget` bytes; a frame
+    /// larger than the budget is still taken when the queue is empty, so
+    /// no reply the server builds can be too big to ever send.
+    pub(crate) fn new(id: ConnId, user_id: Arc<str>, budget: usize) -> (ConnHandle, OutboundQueue) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let outbound = Arc::new(Outbound::default());
         let handle = ConnHandle {
             id,
             user_id,
             tx,
-            eviction: Arc::new(Eviction::default()),
+            outbound: outbound.clone(),
+            budget,
         };
-        (handle, rx)
+        (handle, OutboundQueue { rx, outbound })
     }
 
-    pub(crate) fn eviction(&self) -> &Eviction {
-        &self.eviction
+    pub(crate) fn is_evicted(&self) -> bool {
+        self.outbound.evicted.load(Ordering::Acquire)
     }
 
-    /// Never waits: a client that stops reading must not slow its room.
+    /// Resolves once the connection has been evicted.
+    pub(crate) async fn evicted(&self) {
+        loop {
+            let notified = self.outbound.eviction.notified();
+            if self.is_evicted() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Cuts the connection off as a slow consumer; true the first time, so
+    /// the cut-off is counted once.
+    pub(crate) fn evict(&self) -> bool {
+        let first = !self.outbound.evicted.swap(true, Ordering::AcqRel);
+        if first {
+            self.outbound.eviction.notify_waiters();
+        }
+        first
+    }
+
+    /// Reserves room for `len` bytes if the queue has it.
+    fn reserve(&self, len: usize) -> bool {
+        let budget = self.budget;
+        self.outbound
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued == 0 || queued + len <= budget).then_some(queued + len)
+            })
+            .is_ok()
+    }
+
+    fn enqueue(&self, frame: &Frame) -> Push {
+        match self.tx.send(frame.clone()) {
+            Ok(()) => Push::Queued,
+            Err(_) => {
+                self.outbound
+                    .queued
+                    .fetch_sub(frame.len(), Ordering::AcqRel);
+                Push::Gone
+            }
+        }
+    }
+
+    /// For broadcasts. Never waits: a client that stops reading must not
+    /// slow its room, so one over its budget is evicted.
     pub(crate) fn push(&self, frame: &Frame) -> Push {
-        if self.eviction.is_evicted() {
+        if self.is_evicted() {
             return Push::Gone;
         }
-        match self.tx.try_send(frame.clone()) {
-            Ok(()) => Push::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => Push::Evicted {
+        if self.reserve(frame.len()) {
+            self.enqueue(frame)
+        } else {
+            Push::Evicted {
                 first: self.evict(),
-            },
-            Err(mpsc::error::TrySendError::Closed(_)) => Push::Gone,
+            }
         }
     }
 
-    /// Cuts the connection off as a slow consumer; true the first time.
-    pub(crate) fn evict(&self) -> bool {
-        self.eviction.evict()
+    /// For replies to the connection's own requests: waits until the client
+    /// has read enough for the frame to fit, at most `patience`; a client
+    /// that does not read that long is evicted.
+    pub(crate) async fn reply(&self, frame: Frame, patience: Duration) -> Push {
+        let waited = tokio::time::timeout(patience, async {
+            loop {
+                let drained = self.outbound.drained.notified();
+                tokio::pin!(drained);
+                // Registered before the check, so a drain in between is not missed.
+                drained.as_mut().enable();
+                if self.is_evicted() {
+                    return Push::Gone;
+                }
+                if self.reserve(frame.len()) {
+                    return self.enqueue(&frame);
+                }
+                tokio::select! {
+                    () = drained => {}
+                    () = self.evicted() => return Push::Gone,
+                }
+            }
+        })
+        .await;
+        waited.unwrap_or_else(|_| Push::Evicted {
+            first: self.evict(),
+        })
     }
 
-    /// For replies to the connection's own requests: waits for room in the
-    /// queue, since the reader is the one producing them and may pause.
-    pub(crate) async fn send(&self, frame: Frame) {
-        let _ = self.tx.send(frame).await;
+    /// The queue's budget in bytes, which also bounds what is held back for
+    /// the connection while it recovers.
+    pub(crate) fn budget(&self) -> usize {
+        self.budget
     }
 }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat_proto::{RoomId, ServerEvent};
 
-pub(crate) use conn::{ConnHandle, ConnId, Frame, Push};
+pub(crate) use conn::{ConnHandle, ConnId, Frame, OutboundQueue, Push};
 use room::Room;
 
 use crate::metrics::Metrics;
@@ -69,17 +69,17 @@ impl Hub {
     }
 
     /// Registers a new connection for the user and returns its handle and
-    /// the receiving end of its outbound queue.
+    /// the receiving end of its outbound queue (`queue_bytes` at most).
     pub(crate) fn connect(
         &self,
         user_id: Arc<str>,
-        queue_len: usize,
-    ) -> (ConnHandle, tokio::sync::mpsc::Receiver<Frame>) {
+        queue_bytes: usize,
+    ) -> (ConnHandle, OutboundQueue) {
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         *lock(&self.users).entry(user_id.clone()).or_default() += 1;
         self.connections.fetch_add(1, Ordering::Relaxed);
         self.metrics.connections.increment(1.0);
-        ConnHandle::new(id, user_id, queue_len)
+        ConnHandle::new(id, user_id, queue_bytes)
     }
 
     /// Forgets a connection. Its rooms must have been left already.

@@ -6,16 +6,21 @@ use std::sync::Arc;
 
 use super::{ConnHandle, ConnId, Frame, Push};
 
-/// A joiner that cannot take in its backlog while the room keeps talking
-/// is treated like any slow consumer rather than buffered without bound.
-const MAX_HELD_WHILE_RECOVERING: usize = 4096;
-
 struct Member {
     conn: ConnHandle,
     /// The name under which this connection last said it was typing.
     typing_as: Option<Arc<str>>,
     /// Held-back frames while the member recovers history; `None` once live.
-    pending: Option<Vec<(Option<u64>, Frame)>>,
+    pending: Option<Held>,
+}
+
+/// What the room said while a member was recovering. A joiner that cannot
+/// take in its backlog while the room keeps talking is treated like any
+/// slow consumer: what is held for it is bounded by its queue's budget.
+#[derive(Default)]
+struct Held {
+    frames: Vec<(Option<u64>, Frame)>,
+    bytes: usize,
 }
 
 #[derive(Default)]
@@ -47,7 +52,7 @@ impl Room {
         self.members.push(Member {
             conn,
             typing_as: None,
-            pending: Some(Vec::new()),
+            pending: Some(Held::default()),
         });
         first
     }
@@ -88,13 +93,14 @@ impl Room {
         };
         let held = member.pending.take().unwrap_or_default();
         let fresh: Vec<Frame> = held
+            .frames
             .into_iter()
             .filter(|(seq, _)| seq.is_none_or(|seq| seq > skip_through))
             .map(|(_, frame)| frame)
             .collect();
         if !fresh.is_empty() {
             // Still pending: what arrives while these are sent is held too.
-            member.pending = Some(Vec::new());
+            member.pending = Some(Held::default());
         }
         fresh
     }
@@ -113,12 +119,13 @@ impl Room {
                 continue;
             }
             if let Some(held) = &mut member.pending {
-                if held.len() >= MAX_HELD_WHILE_RECOVERING {
+                if held.bytes + frame.len() > member.conn.budget() {
                     if member.conn.evict() {
                         evicted += 1;
                     }
                 } else {
-                    held.push((seq, frame.clone()));
+                    held.bytes += frame.len();
+                    held.frames.push((seq, frame.clone()));
                     reached += 1;
                 }
                 continue;

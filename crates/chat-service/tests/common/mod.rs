@@ -93,7 +93,10 @@ impl TestServer {
 
     /// The Prometheus page.
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.http("/metrics"))
+        reqwest::Client::new()
+            .get(self.http("/metrics"))
+            .header("x-internal-api-key", KEY)
+            .send()
             .await
             .unwrap()
             .text()
