@@ -95,6 +95,11 @@ pub(crate) async fn serve(socket: WebSocket, identity: Identity, shared: Arc<Sha
         () = conn.evicted() => End::SlowConsumer,
         () = shared.shutdown.cancelled() => End::Shutdown,
     };
+    // The writer timing out on a client is an eviction the hub has not
+    // counted yet (`evict` is true only the first time).
+    if end == End::SlowConsumer && conn.evict() {
+        shared.metrics.slow_consumers.increment(1);
+    }
     tracing::debug!(conn = conn.id, ?end, "disconnecting");
     session.leave_all();
     shared.hub.disconnect(&conn);

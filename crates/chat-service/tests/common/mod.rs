@@ -77,7 +77,11 @@ impl TestServer {
     /// A disconnect is noticed by the server asynchronously, so tests wait
     /// for its effect instead of sleeping a guessed while.
     pub async fn wait_for_stats(&self, expected: Value) {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.wait_for_stats_within(expected, WAIT).await;
+    }
+
+    pub async fn wait_for_stats_within(&self, expected: Value, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let stats = self.stats().await;
             if stats == expected {
