@@ -53,7 +53,7 @@ pub enum AuthFailure {
     WrongAudience,
     #[error("access token lacks a required claim")]
     MissingClaim,
-    #[error("access token names no usable user id (sub, userId or id)")]
+    #[error("access token names no usable user id (sub, userId or id: 1-128 characters, no control characters)")]
     InvalidSubject,
 }
 
@@ -119,7 +119,8 @@ impl TokenVerifier {
             .flatten()
             .find_map(claim_text)
             .ok_or(AuthFailure::InvalidSubject)?;
-        if user_id.chars().count() > MAX_USER_ID_CHARS {
+        // Ids reach logs, headers and the database: no control characters.
+        if user_id.chars().count() > MAX_USER_ID_CHARS || user_id.chars().any(char::is_control) {
             return Err(AuthFailure::InvalidSubject);
         }
         let username = [claims.username, claims.name]
@@ -299,6 +300,12 @@ mod tests {
             .verify(&sign(serde_json::json!({"exp": exp})))
             .unwrap_err();
         assert_eq!(err, AuthFailure::InvalidSubject);
+        for forged in ["a\nINFO forged line", "nul\u{0}", "esc\u{1b}[2J"] {
+            let err = verifier
+                .verify(&sign(serde_json::json!({"sub": forged, "exp": exp})))
+                .unwrap_err();
+            assert_eq!(err, AuthFailure::InvalidSubject, "{forged:?}");
+        }
     }
 
     #[test]

@@ -233,8 +233,14 @@ impl GatewayArgs {
             .iter()
             .map(|o| o.trim())
             .filter(|o| !o.is_empty())
-            .map(crate::admission::normalize_origin)
-            .collect();
+            .map(|o| {
+                crate::admission::normalize_origin(o).ok_or_else(|| {
+                    GatewayError::Config(format!(
+                        "ALLOWED_ORIGINS: `{o}` is not an origin like https://app.example.com"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
         config.trusted_proxies = self
             .trusted_proxies
             .iter()

@@ -221,7 +221,7 @@ async fn finish(
             await_close(upstream).await;
         }
         Ending::TokenExpired => {
-            tracing::info!(user, "closing socket: token expired");
+            tracing::info!(user = ?user, "closing socket: token expired");
             let _ = upstream.send(going_away()).await;
             close_client(
                 client,
@@ -231,14 +231,14 @@ async fn finish(
             await_close(upstream).await;
         }
         Ending::ClientIdle => {
-            tracing::debug!(user, "closing socket: client silent too long");
+            tracing::debug!(user = ?user, "closing socket: client silent too long");
             let _ = upstream.send(going_away()).await;
             close_client(client, close(CloseCode::Away, "idle timeout")).await;
             await_close(upstream).await;
         }
         Ending::ClientGone => {
             tracing::debug!(
-                user,
+                user = ?user,
                 side = "client",
                 "client disconnected without a close frame"
             );
@@ -252,7 +252,7 @@ async fn finish(
             await_close(upstream).await;
         }
         Ending::ClientTooBig => {
-            tracing::info!(user, side = "client", "client frame over the size limit");
+            tracing::info!(user = ?user, side = "client", "client frame over the size limit");
             let _ = upstream.send(going_away()).await;
             let _ = client.send(close(CloseCode::Size, "message too big")).await;
             // The rest of the oversized frame is still unread; discard raw
@@ -262,7 +262,7 @@ async fn finish(
         }
         Ending::Abuse => {
             tracing::warn!(
-                user,
+                user = ?user,
                 side = "client",
                 "closing socket: sustained rate-limit abuse"
             );
@@ -276,7 +276,7 @@ async fn finish(
             close_client(client, Message::Close(frame.map(client_facing))).await;
         }
         Ending::UpstreamLost => {
-            tracing::warn!(user, side = "upstream", "chat service connection lost");
+            tracing::warn!(user = ?user, side = "upstream", "chat service connection lost");
             metrics::counter!("gateway_upstream_errors_total", "kind" => "lost").increment(1);
             close_client(client, close(CloseCode::Error, "upstream unavailable")).await;
         }

@@ -17,7 +17,7 @@ use hyper::upgrade::OnUpgrade;
 use serde::Deserialize;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::admission::{client_ip, origin_allowed};
+use crate::admission::{origin_allowed, ClientView};
 use crate::auth::{mint_hs256_token, Identity, ACCESS_TOKEN_COOKIE};
 use crate::config::JwtKey;
 use crate::rejection::Rejection;
@@ -54,12 +54,16 @@ async fn chat_ws(
     }
 
     // Per-IP rate first so that token guessing is throttled too.
-    let ip = client_ip(peer.ip(), &parts.headers, &gateway.config.trusted_proxies);
-    if let Err(retry_after_secs) = gateway.connect_limiter.check(ip) {
+    let client = ClientView::of(peer.ip(), &parts.headers, &gateway.config.trusted_proxies);
+    if let Err(retry_after_secs) = gateway.connect_limiter.check(client.ip) {
         reject_metric("connect_rate");
         return Err(Rejection::ConnectRateLimited { retry_after_secs });
     }
-    if !origin_allowed(&parts.headers, &gateway.config.allowed_origins) {
+    if !origin_allowed(
+        &parts.headers,
+        &gateway.config.allowed_origins,
+        client.scheme,
+    ) {
         reject_metric("origin");
         return Err(Rejection::OriginNotAllowed);
     }
@@ -78,7 +82,7 @@ async fn chat_ws(
         .ok_or(Rejection::NotWebSocket)?;
 
     let upstream = gateway.upstream.connect(&identity).await.map_err(|e| {
-        tracing::warn!(user = %identity.user_id, side = "upstream", error = %e, "cannot open chat service socket");
+        tracing::warn!(user = ?identity.user_id, side = "upstream", error = %e, "cannot open chat service socket");
         metrics::counter!("gateway_upstream_errors_total", "kind" => e.kind()).increment(1);
         Rejection::Upstream(e)
     })?;
