@@ -52,11 +52,67 @@ pub fn json_logs_requested() -> bool {
 /// file descriptor, and the usual soft default (1024) is far below what a
 /// chat server holds. Returns the limit now in force.
 pub fn raise_open_files_limit() -> u64 {
-    match rlimit::increase_nofile_limit(u64::MAX) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
         Err(error) => {
             tracing::warn!(%error, "could not raise the open-files limit");
             rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft)
         }
+    };
+    tracing::info!(limit, "open-files limit (each connection holds one or two)");
+    limit
+}
+
+/// Serves `GET /metrics` (Prometheus text) from `handle` on `listener` for
+/// as long as the process runs: a scrape during shutdown still answers. The
+/// binaries bind it on a loopback address of its own (`METRICS_ADDR`),
+/// never on a port that faces clients.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+) -> std::io::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move {
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    handle.render(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app).await
+}
+
+/// Binds `METRICS_ADDR` (empty: no metrics listener) and serves `handle`
+/// there in the background; returns the bound address.
+pub async fn spawn_metrics(
+    addr: &str,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    let Some(listener) = bind_metrics(addr).await? else {
+        return Ok(None);
+    };
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(error) = serve_metrics(listener, handle).await {
+            tracing::warn!(%error, "metrics listener failed");
+        }
+    });
+    Ok(Some(bound))
+}
+
+/// Binds the metrics listener named by `METRICS_ADDR` (empty: none).
+async fn bind_metrics(addr: &str) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    use anyhow::Context;
+    let addr = addr.trim();
+    if addr.is_empty() {
+        return Ok(None);
     }
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on METRICS_ADDR {addr} (set METRICS_ADDR= to turn metrics off)")
+    })?;
+    Ok(Some(listener))
 }

@@ -21,6 +21,7 @@ fn chat_command() -> Command {
         .env("SERVICE_PORT", "0")
         .env("HOST", "127.0.0.1")
         .env("DATABASE_URL", "memory:")
+        .env("METRICS_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -33,6 +34,8 @@ struct Started {
     child: Child,
     service_port: u16,
     gateway_port: u16,
+    gateway_host: String,
+    metrics_port: Option<u16>,
     open_line: String,
 }
 
@@ -41,26 +44,32 @@ async fn start(mut command: Command) -> Started {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let read = async {
-        let mut found = (None, None, None);
+        let mut found = (None, None, None, None);
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(url) = line.strip_prefix("chat-service listening on http://127.0.0.1:") {
                 found.0 = Some(url.parse::<u16>().unwrap());
             } else if let Some(url) = line.strip_prefix("chat-gateway listening on http://") {
-                found.1 = Some(url.rsplit(':').next().unwrap().parse::<u16>().unwrap());
+                let (host, port) = url.rsplit_once(':').unwrap();
+                found.1 = Some((host.to_owned(), port.parse::<u16>().unwrap()));
+            } else if let Some(url) = line.strip_prefix("metrics on http://127.0.0.1:") {
+                found.2 = Some(url.trim_end_matches("/metrics").parse::<u16>().unwrap());
             } else if line.starts_with("Open http://localhost:") {
-                found.2 = Some(line);
+                found.3 = Some(line);
                 break;
             }
         }
         found
     };
-    let (service, gateway, open) = tokio::time::timeout(Duration::from_secs(30), read)
+    let (service, gateway, metrics, open) = tokio::time::timeout(Duration::from_secs(30), read)
         .await
         .expect("chat prints its URLs");
+    let (gateway_host, gateway_port) = gateway.expect("gateway line");
     Started {
         child,
         service_port: service.expect("service line"),
-        gateway_port: gateway.expect("gateway line"),
+        gateway_port,
+        gateway_host,
+        metrics_port: metrics,
         open_line: open.expect("open line"),
     }
 }
@@ -143,7 +152,7 @@ async fn all_in_one_with_dev_login_relays_a_socket() {
 #[tokio::test]
 async fn configured_secret_disables_dev_login_and_signs_chat_tokens() {
     let mut command = chat_command();
-    command.env("JWT_SECRET", "all-in-one-secret");
+    command.env("JWT_SECRET", "all-in-one-secret-of-at-least-32-bytes");
     let started = start(command).await;
     let port = started.gateway_port;
     assert_eq!(started.open_line, format!("Open http://localhost:{port}/"));
@@ -161,7 +170,7 @@ async fn configured_secret_disables_dev_login_and_signs_chat_tokens() {
             "--ttl",
             "60",
         ])
-        .env("JWT_SECRET", "all-in-one-secret")
+        .env("JWT_SECRET", "all-in-one-secret-of-at-least-32-bytes")
         .output()
         .await
         .unwrap();
@@ -187,4 +196,117 @@ async fn configured_secret_disables_dev_login_and_signs_chat_tokens() {
     let stderr = String::from_utf8(missing.stderr).unwrap();
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("JWT_SECRET"));
+}
+
+/// Metrics are served on a loopback listener of their own, never on the
+/// port browsers use; in `chat` they show both halves.
+#[tokio::test]
+async fn metrics_stay_off_the_public_port() {
+    let started = start(chat_command()).await;
+    let metrics_port = started.metrics_port.expect("a metrics line");
+    let head = http_head(metrics_port, &get("/metrics", "")).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let public = http_head(started.gateway_port, &get("/metrics", "")).await;
+    assert!(public.starts_with("HTTP/1.1 404"), "{public}");
+    // The service's own port wants the internal key for it.
+    let service = http_head(started.service_port, &get("/metrics", "")).await;
+    assert!(service.starts_with("HTTP/1.1 401"), "{service}");
+    terminate(started.child).await;
+}
+
+/// Development login binds to loopback unless HOST says otherwise, and
+/// says so.
+#[tokio::test]
+async fn dev_login_listens_on_loopback_unless_host_is_given() {
+    let mut command = chat_command();
+    command.env_remove("HOST");
+    let started = start(command).await;
+    assert_eq!(started.gateway_host, "127.0.0.1");
+    terminate(started.child).await;
+
+    let mut command = chat_command();
+    command
+        .env_remove("HOST")
+        .env("JWT_SECRET", "all-in-one-secret-of-at-least-32-bytes")
+        .env("PORT", "0");
+    let started = start(command).await;
+    assert_eq!(started.gateway_host, "0.0.0.0");
+    terminate(started.child).await;
+}
+
+/// A secret that is set but empty or too short stops the program at start
+/// with one line saying why; it never falls back to development login.
+#[tokio::test]
+async fn empty_or_short_secrets_are_refused_at_start() {
+    let refusal = |mut command: Command| async move {
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+            .await
+            .expect("exits at once")
+            .unwrap();
+        assert!(!output.status.success(), "started anyway");
+        String::from_utf8(output.stderr).unwrap()
+    };
+    for secret in ["", "short", "0123456789abcdef0123456789abcde"] {
+        let mut command = chat_command();
+        command.env("JWT_SECRET", secret);
+        let stderr = refusal(command).await;
+        assert!(
+            stderr.contains("JWT_SECRET must be at least 32 bytes"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+    for key in ["", "too-short"] {
+        let mut command = chat_command();
+        command.env("INTERNAL_API_KEY", key);
+        let stderr = refusal(command).await;
+        assert!(
+            stderr.contains("INTERNAL_API_KEY must be at least 16 bytes"),
+            "{stderr}"
+        );
+
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chat-gateway"));
+        command
+            .env("INTERNAL_API_KEY", key)
+            .env("JWT_SECRET", "all-in-one-secret-of-at-least-32-bytes")
+            .env("PORT", "0")
+            .env("METRICS_ADDR", "");
+        let stderr = refusal(command).await;
+        assert!(
+            stderr.contains("INTERNAL_API_KEY must be at least 16 bytes"),
+            "{stderr}"
+        );
+
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chat-service"));
+        command
+            .env("INTERNAL_API_KEY", key)
+            .env("PORT", "0")
+            .env("DATABASE_URL", "memory:")
+            .env("METRICS_ADDR", "");
+        let stderr = refusal(command).await;
+        assert!(
+            stderr.contains("INTERNAL_API_KEY must be at least 16 bytes"),
+            "{stderr}"
+        );
+    }
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-gateway"));
+    command
+        .env("INTERNAL_API_KEY", "a-long-enough-internal-key")
+        .env("JWT_SECRET", "")
+        .env("PORT", "0")
+        .env("METRICS_ADDR", "");
+    let stderr = refusal(command).await;
+    assert!(
+        stderr.contains("JWT_SECRET must be at least 32 bytes"),
+        "{stderr}"
+    );
+    let short = Command::new(CHAT)
+        .args(["token", "--user", "42"])
+        .env("JWT_SECRET", "short")
+        .output()
+        .await
+        .unwrap();
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 32 bytes"));
 }

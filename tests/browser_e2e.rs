@@ -1,7 +1,7 @@
 //! Runs the browser end-to-end suite in `tests/e2e` (node's test runner driving Debian's Chromium
 //! through playwright-core) against the `chat` binary cargo just built.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::{self, JoinHandle};

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 mod backends;
 
 const SERVICE: &str = env!("CARGO_BIN_EXE_chat-service");
-const KEY: &str = "durability-key";
+const KEY: &str = "durability-test-key";
 /// Messages the receiver must have seen before the service is killed.
 const KILL_AFTER: usize = 2000;
 

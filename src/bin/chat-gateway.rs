@@ -22,6 +22,9 @@ struct Cli {
     /// Key the chat service expects in `x-internal-api-key`.
     #[arg(long, env = "INTERNAL_API_KEY", hide_env_values = true)]
     internal_api_key: Option<String>,
+    /// Loopback address for Prometheus `/metrics`; empty turns it off.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9101")]
+    metrics_addr: String,
     #[command(flatten)]
     gateway: chat_gateway::GatewayArgs,
 }
@@ -35,7 +38,8 @@ fn refuse(message: &str) -> ExitCode {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     chat::init_tracing(chat::json_logs_requested());
-    let Some(key) = cli.internal_api_key.filter(|k| !k.is_empty()) else {
+    chat::raise_open_files_limit();
+    let Some(key) = cli.internal_api_key else {
         return refuse("INTERNAL_API_KEY is required (the key the chat service expects)");
     };
     let config = match cli.gateway.into_config(key) {
@@ -49,6 +53,11 @@ async fn main() -> ExitCode {
     match listener.local_addr() {
         Ok(addr) => println!("chat-gateway listening on http://{addr}"),
         Err(e) => return refuse(&format!("cannot read the listening address: {e}")),
+    }
+    match chat::spawn_metrics(&cli.metrics_addr, chat_gateway::metrics_handle()).await {
+        Ok(Some(addr)) => println!("metrics on http://{addr}/metrics"),
+        Ok(None) => {}
+        Err(e) => return refuse(&format!("{e:#}")),
     }
     match chat_gateway::run(listener, config, chat::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,6 +17,9 @@ struct Args {
     /// Shared secret the gateway sends in `x-internal-api-key` (required).
     #[arg(long, env = "INTERNAL_API_KEY", hide_env_values = true)]
     internal_api_key: Option<String>,
+    /// Loopback address for Prometheus `/metrics` without the key; empty turns it off.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9102")]
+    metrics_addr: String,
     #[command(flatten)]
     service: chat_service::ServiceArgs,
 }
@@ -24,10 +27,14 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let Some(key) = args.internal_api_key.filter(|k| !k.is_empty()) else {
+    let Some(key) = args.internal_api_key else {
         eprintln!("chat-service: INTERNAL_API_KEY is required (the secret the gateway presents in x-internal-api-key)");
         std::process::exit(2);
     };
+    if let Err(why) = chat_proto::limits::check_internal_api_key(&key) {
+        eprintln!("chat-service: {why}");
+        std::process::exit(2);
+    }
     chat::init_tracing(chat::json_logs_requested());
     chat::raise_open_files_limit();
     let address = SocketAddr::new(args.host, args.port);
@@ -38,12 +45,14 @@ async fn main() -> anyhow::Result<()> {
         "chat-service listening on http://{}",
         listener.local_addr()?
     );
-    chat_service::run(
-        listener,
-        args.service.into_config(key),
-        chat::shutdown_signal(),
-    )
-    .await
-    .context("chat service failed")?;
+    let metrics = chat_service::install_metrics_recorder();
+    if let Some(addr) = chat::spawn_metrics(&args.metrics_addr, metrics.clone()).await? {
+        println!("metrics on http://{addr}/metrics");
+    }
+    let mut config = args.service.into_config(key);
+    config.metrics = Some(metrics);
+    chat_service::run(listener, config, chat::shutdown_signal())
+        .await
+        .context("chat service failed")?;
     Ok(())
 }

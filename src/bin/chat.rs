@@ -50,15 +50,19 @@ struct ServeArgs {
     /// Gateway port (the one browsers use).
     #[arg(long, env = "PORT", default_value_t = 3000)]
     port: u16,
-    /// Gateway listen address.
-    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
-    host: String,
+    /// Gateway listen address [default: 0.0.0.0; 127.0.0.1 in development
+    /// mode, when no JWT key is set].
+    #[arg(long, env = "HOST")]
+    host: Option<String>,
     /// Chat service port, bound to 127.0.0.1 only.
     #[arg(long, env = "SERVICE_PORT", default_value_t = 3002)]
     service_port: u16,
     /// Key between gateway and service; random when unset.
     #[arg(long, env = "INTERNAL_API_KEY", hide_env_values = true)]
     internal_api_key: Option<String>,
+    /// Loopback address for Prometheus `/metrics` (gateway and service); empty turns it off.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9101")]
+    metrics_addr: String,
     #[command(flatten)]
     service: chat_service::ServiceArgs,
     #[command(flatten)]
@@ -83,8 +87,13 @@ fn main() -> ExitCode {
 fn token(args: TokenArgs) -> anyhow::Result<()> {
     let secret = args
         .jwt_secret
-        .filter(|s| !s.is_empty())
         .context("JWT_SECRET is required to sign tokens (the same secret the gateway uses)")?;
+    anyhow::ensure!(
+        secret.len() >= chat_gateway::MIN_HS256_SECRET_BYTES,
+        "JWT_SECRET must be at least {} bytes (it has {}), as the gateway requires",
+        chat_gateway::MIN_HS256_SECRET_BYTES,
+        secret.len()
+    );
     let token = chat_gateway::mint_hs256_token(
         secret.as_bytes(),
         &args.user,
@@ -98,11 +107,17 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
 #[tokio::main]
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     chat::init_tracing(chat::json_logs_requested());
+    chat::raise_open_files_limit();
+    // Unset means "make one up"; set but empty or short is refused below.
     let internal_key = args
         .internal_api_key
-        .filter(|k| !k.is_empty())
         .unwrap_or_else(chat_gateway::random_secret);
     let dev_login = !args.gateway.has_jwt_key();
+    // Development login lets anyone in as anyone: never on a network
+    // unless asked for by name.
+    let host = args
+        .host
+        .unwrap_or_else(|| if dev_login { "127.0.0.1" } else { "0.0.0.0" }.to_owned());
     let mut gateway_args = args.gateway;
 
     // Bind both first so port 0 works and the printed URLs are real.
@@ -111,9 +126,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.service_port))?;
     let service_addr = service_listener.local_addr()?;
     gateway_args.chat_service_url = format!("http://{service_addr}");
-    let gateway_listener = TcpListener::bind((args.host.as_str(), args.port))
+    let gateway_listener = TcpListener::bind((host.as_str(), args.port))
         .await
-        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        .with_context(|| format!("cannot listen on {host}:{}", args.port))?;
     let gateway_addr = gateway_listener.local_addr()?;
 
     let mut gateway_config = if dev_login {
@@ -127,6 +142,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     // One recorder for the process: both /metrics pages show everything.
     let metrics = chat_service::install_metrics_recorder();
+    let metrics_addr = chat::spawn_metrics(&args.metrics_addr, metrics.clone()).await?;
     gateway_config.metrics = Some(metrics.clone());
     let mut service_config = args.service.into_config(internal_key);
     service_config.metrics = Some(metrics);
@@ -146,6 +162,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     println!("chat-service listening on http://{service_addr}");
     println!("chat-gateway listening on http://{gateway_addr}");
+    if let Some(addr) = metrics_addr {
+        println!("metrics on http://{addr}/metrics");
+    }
     print_open_hint(gateway_addr, dev_login);
 
     chat::shutdown_signal().await;
@@ -163,8 +182,10 @@ fn print_open_hint(gateway_addr: SocketAddr, dev_login: bool) {
     let port = gateway_addr.port();
     if dev_login {
         tracing::warn!(
+            address = %gateway_addr,
             "no JWT_SECRET or JWT_PUBLIC_KEY set: using a random secret with development login ON \
-             (GET /dev/login?user=NAME logs anyone in); never expose this to a network"
+             (GET /dev/login?user=NAME logs anyone in); listening on {} only unless HOST is set",
+            gateway_addr.ip()
         );
         println!("Open http://localhost:{port}/dev/login?user=alice");
     } else {

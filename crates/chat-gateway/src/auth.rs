@@ -19,6 +19,9 @@ use crate::state::Gateway;
 use crate::GatewayError;
 
 pub const ACCESS_TOKEN_COOKIE: &str = "access_token";
+/// Shortest HS256 secret accepted (RFC 7518 section 3.2: at least the hash
+/// size).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
 /// The service refuses longer user ids; refusing here gives a clear 401.
 const MAX_USER_ID_CHARS: usize = 128;
 
@@ -83,8 +86,12 @@ pub struct TokenVerifier {
 impl TokenVerifier {
     pub fn new(config: &JwtConfig) -> Result<TokenVerifier, GatewayError> {
         let (key, algorithm) = match &config.key {
-            JwtKey::Secret(secret) if secret.is_empty() => {
-                return Err(GatewayError::Config("JWT_SECRET must not be empty".into()))
+            JwtKey::Secret(secret) if secret.len() < MIN_HS256_SECRET_BYTES => {
+                return Err(GatewayError::Config(format!(
+                    "JWT_SECRET must be at least {MIN_HS256_SECRET_BYTES} bytes (it has {}): \
+                     a shorter HS256 secret can be guessed; use e.g. `openssl rand -hex 32`",
+                    secret.len()
+                )))
             }
             JwtKey::Secret(secret) => (DecodingKey::from_secret(secret), Algorithm::HS256),
             JwtKey::PublicKeyPem(pem) => public_key(pem.as_bytes())?,
@@ -259,6 +266,17 @@ mod tests {
     use super::*;
     use crate::test_support::headers;
 
+    const SECRET: &[u8] = b"a-test-secret-of-32-bytes-or-more";
+
+    #[test]
+    fn short_secrets_are_refused() {
+        for short in ["", "s", "0123456789012345678901234567890"] {
+            let refused = TokenVerifier::new(&JwtConfig::hs256(short));
+            assert!(refused.is_err(), "{short:?}");
+        }
+        assert!(TokenVerifier::new(&JwtConfig::hs256("01234567890123456789012345678901")).is_ok());
+    }
+
     #[test]
     fn cookie_is_found_among_others_and_wins_over_bearer() {
         let map = headers(&[
@@ -280,10 +298,14 @@ mod tests {
 
     #[test]
     fn id_claims_fall_back_in_order() {
-        let verifier = TokenVerifier::new(&JwtConfig::hs256("s")).unwrap();
+        let verifier = TokenVerifier::new(&JwtConfig::hs256(SECRET)).unwrap();
         let sign = |claims: Value| {
-            jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(b"s"))
-                .unwrap()
+            jsonwebtoken::encode(
+                &Header::default(),
+                &claims,
+                &EncodingKey::from_secret(SECRET),
+            )
+            .unwrap()
         };
         let exp = 4_000_000_000u64;
         let id = verifier
@@ -310,8 +332,9 @@ mod tests {
 
     #[test]
     fn minted_tokens_verify() {
-        let token = mint_hs256_token(b"k", "李雷", Some("José"), Duration::from_secs(60)).unwrap();
-        let id = TokenVerifier::new(&JwtConfig::hs256("k"))
+        let token =
+            mint_hs256_token(SECRET, "李雷", Some("José"), Duration::from_secs(60)).unwrap();
+        let id = TokenVerifier::new(&JwtConfig::hs256(SECRET))
             .unwrap()
             .verify(&token)
             .unwrap();

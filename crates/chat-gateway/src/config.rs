@@ -174,17 +174,16 @@ pub struct GatewayArgs {
 }
 
 impl GatewayArgs {
+    /// Whether a JWT key setting is present at all. Present but empty is
+    /// still present: it is refused when the config is built, never taken
+    /// to mean "no key, development mode".
     pub fn has_jwt_key(&self) -> bool {
-        self.jwt_secret.as_deref().is_some_and(|s| !s.is_empty())
-            || self
-                .jwt_public_key
-                .as_deref()
-                .is_some_and(|s| !s.is_empty())
+        self.jwt_secret.is_some() || self.jwt_public_key.is_some()
     }
 
     /// Builds the config. A JWT key must be configured (exactly one kind).
     pub fn into_config(self, internal_api_key: String) -> Result<GatewayConfig, GatewayError> {
-        let key = match (non_empty(self.jwt_secret.clone()), non_empty(self.jwt_public_key.clone())) {
+        let key = match (self.jwt_secret.clone(), self.jwt_public_key.clone()) {
             (Some(secret), None) => JwtKey::Secret(secret.into_bytes()),
             // Keys pasted into env files often carry literal `\n`.
             (None, Some(pem)) => JwtKey::PublicKeyPem(pem.replace("\\n", "\n")),
@@ -213,11 +212,8 @@ impl GatewayArgs {
     }
 
     fn build(self, internal_api_key: String, key: JwtKey) -> Result<GatewayConfig, GatewayError> {
-        if internal_api_key.is_empty() {
-            return Err(GatewayError::Config(
-                "INTERNAL_API_KEY must not be empty".into(),
-            ));
-        }
+        chat_proto::limits::check_internal_api_key(&internal_api_key)
+            .map_err(GatewayError::Config)?;
         let service_url = ServiceUrl::parse(&self.chat_service_url)?;
         let jwt = JwtConfig {
             key,

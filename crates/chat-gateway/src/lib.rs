@@ -28,7 +28,10 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-pub use auth::{mint_hs256_token, token_from_headers, AuthFailure, Identity, ACCESS_TOKEN_COOKIE};
+pub use auth::{
+    mint_hs256_token, token_from_headers, AuthFailure, Identity, ACCESS_TOKEN_COOKIE,
+    MIN_HS256_SECRET_BYTES,
+};
 pub use config::{GatewayArgs, GatewayConfig, JwtConfig, JwtKey, Limits};
 pub use metrics::global_handle as metrics_handle;
 pub use rejection::Rejection;

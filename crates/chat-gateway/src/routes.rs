@@ -1,4 +1,6 @@
 //! HTTP surface. Only these routes exist: nothing else reaches the service.
+//! Metrics are not among them: the binaries serve those on a loopback
+//! listener of their own (`METRICS_ADDR`).
 
 use std::net::SocketAddr;
 
@@ -31,7 +33,6 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/chat/ws", get(chat_ws))
         .route("/chat/api/rooms/{room_id}/messages", get(room_history))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
         .route("/", get(chat_page))
         .route("/chat-test.html", get(chat_page));
     if gateway.config.dev_login {
@@ -157,13 +158,6 @@ async fn room_history(
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
-}
-
-async fn metrics(State(gateway): State<Gateway>) -> impl IntoResponse {
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        gateway.metrics.render(),
-    )
 }
 
 async fn chat_page() -> Html<&'static str> {

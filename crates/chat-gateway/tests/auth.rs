@@ -129,12 +129,7 @@ async fn bad_tokens_are_refused_with_json_before_upgrading() {
         );
     }
 
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text();
     assert!(
         metrics.contains("gateway_auth_failures_total{reason=\"bad_signature\"}"),
         "{metrics}"

@@ -256,13 +256,11 @@ async fn health_metrics_and_page() {
         .await
         .unwrap();
     assert_eq!(health["status"], "ok");
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text();
     assert!(metrics.contains("gateway_connections_total"), "{metrics}");
+    // Never on the public port.
+    let public = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    assert_eq!(public.status(), 404);
     for path in ["/", "/chat-test.html"] {
         let page = reqwest::get(format!("{base}{path}")).await.unwrap();
         assert_eq!(page.status(), 200);

@@ -1,3 +1,20 @@
+/// Shortest `INTERNAL_API_KEY` the gateway and the service accept. The key
+/// is all that separates the service's port from anyone who can reach it.
+pub const MIN_INTERNAL_API_KEY_BYTES: usize = 16;
+
+/// Checks the key the gateway presents to the service; the error is one
+/// line saying what to do.
+pub fn check_internal_api_key(key: &str) -> Result<(), String> {
+    if key.len() < MIN_INTERNAL_API_KEY_BYTES {
+        return Err(format!(
+            "INTERNAL_API_KEY must be at least {MIN_INTERNAL_API_KEY_BYTES} bytes (it has {}); \
+             use a long random value, e.g. `openssl rand -hex 32`",
+            key.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Bounds enforced while validating client events. Defaults match the
 /// documented protocol; every one is configurable on the service.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,6 +5,8 @@ use crate::store::StoreError;
 pub enum ServiceError {
     #[error("message store: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(String),
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -62,6 +62,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
+    chat_proto::limits::check_internal_api_key(&config.internal_api_key)
+        .map_err(ServiceError::Config)?;
     let store = Store::open(&config.database_url).await?;
     let prometheus = config
         .metrics

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const KEY: &str = "test-internal-key";
-pub const SECRET: &str = "test-secret";
+pub const SECRET: &str = "test-secret-for-hs256-of-32-bytes";
 pub const WAIT: Duration = Duration::from_secs(5);
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -111,6 +111,12 @@ pub async fn start_pair() -> (Running, Running) {
     let service = start_service().await;
     let gateway = start_gateway(gateway_config(service.addr)).await;
     (service, gateway)
+}
+
+/// What the process's metrics listener would serve (the binaries put it on
+/// a loopback port of its own; tests read the recorder directly).
+pub fn metrics_text() -> String {
+    chat_service::install_metrics_recorder().render()
 }
 
 pub fn now() -> u64 {
