@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::FromRequestParts;
+use governor::clock::{Clock, DefaultClock};
 use http::header::{AUTHORIZATION, COOKIE};
 use http::request::Parts;
 use http::HeaderMap;
@@ -252,12 +253,22 @@ impl Gateway {
     }
 }
 
-/// Extractor for plain HTTP routes: rejects with a JSON 401.
+/// Extractor for plain HTTP routes (everything under `/chat/api`): rejects
+/// with a JSON 401, and with 429 past the user's request rate. Every
+/// authenticated HTTP route takes this extractor, so none is unlimited.
 impl FromRequestParts<Gateway> for Identity {
     type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, gateway: &Gateway) -> Result<Self, Rejection> {
-        gateway.authenticate(&parts.headers)
+        let identity = gateway.authenticate(&parts.headers)?;
+        if let Err(not_until) = gateway.api_limiter.check_key(&identity.user_id) {
+            metrics::counter!("gateway_rate_limited_requests_total").increment(1);
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(Rejection::RequestRateLimited {
+                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            });
+        }
+        Ok(identity)
     }
 }
 

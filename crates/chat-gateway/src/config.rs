@@ -60,6 +60,9 @@ pub struct Limits {
     /// connection is closed with 1008.
     pub abuse_dropped_frames: u32,
     pub abuse_window: Duration,
+    /// HTTP requests per user under `/chat/api`.
+    pub api_burst: NonZeroU32,
+    pub api_requests_per_sec: NonZeroU32,
     pub connect_burst: NonZeroU32,
     pub connects_per_min: NonZeroU32,
     pub max_connections_per_user: u32,
@@ -77,6 +80,8 @@ impl Default for Limits {
             frames_per_sec: NonZeroU32::new(10).expect("non-zero"),
             abuse_dropped_frames: 100,
             abuse_window: Duration::from_secs(60),
+            api_burst: NonZeroU32::new(20).expect("non-zero"),
+            api_requests_per_sec: NonZeroU32::new(5).expect("non-zero"),
             connect_burst: NonZeroU32::new(20).expect("non-zero"),
             connects_per_min: NonZeroU32::new(60).expect("non-zero"),
             max_connections_per_user: 20,
@@ -162,6 +167,12 @@ pub struct GatewayArgs {
     /// Client frames per user per second, sustained.
     #[arg(long, env = "RATE_LIMIT_PER_SEC", default_value_t = 10)]
     pub rate_limit_per_sec: u32,
+    /// HTTP requests per user under /chat/api allowed in a burst.
+    #[arg(long, env = "API_RATE_LIMIT_BURST", default_value_t = 20)]
+    pub api_rate_limit_burst: u32,
+    /// HTTP requests per user per second under /chat/api, sustained.
+    #[arg(long, env = "API_RATE_LIMIT_PER_SEC", default_value_t = 5)]
+    pub api_rate_limit_per_sec: u32,
     /// New connections per client IP allowed in a burst.
     #[arg(long, env = "CONNECT_RATE_BURST", default_value_t = 20)]
     pub connect_rate_burst: u32,
@@ -246,6 +257,9 @@ impl GatewayArgs {
             .collect::<Result<_, _>>()?;
         config.limits.frame_burst = positive("RATE_LIMIT_BURST", self.rate_limit_burst)?;
         config.limits.frames_per_sec = positive("RATE_LIMIT_PER_SEC", self.rate_limit_per_sec)?;
+        config.limits.api_burst = positive("API_RATE_LIMIT_BURST", self.api_rate_limit_burst)?;
+        config.limits.api_requests_per_sec =
+            positive("API_RATE_LIMIT_PER_SEC", self.api_rate_limit_per_sec)?;
         config.limits.connect_burst = positive("CONNECT_RATE_BURST", self.connect_rate_burst)?;
         config.limits.connects_per_min =
             positive("CONNECT_RATE_PER_MIN", self.connect_rate_per_min)?;

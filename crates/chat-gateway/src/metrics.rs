@@ -42,6 +42,10 @@ pub(crate) fn describe() {
         "Client frames dropped by the per-user frame rate limit"
     );
     metrics::describe_counter!(
+        "gateway_rate_limited_requests_total",
+        "HTTP requests under /chat/api refused by the per-user request rate limit"
+    );
+    metrics::describe_counter!(
         "gateway_abuse_closes_total",
         "Connections closed with 1008 for sustained rate-limit abuse"
     );

@@ -17,6 +17,8 @@ pub enum Rejection {
     OriginNotAllowed,
     #[error("too many new connections from this address")]
     ConnectRateLimited { retry_after_secs: u64 },
+    #[error("too many requests: slow down")]
+    RequestRateLimited { retry_after_secs: u64 },
     #[error("too many open connections for this user")]
     TooManyUserConnections,
     #[error("this endpoint needs a WebSocket upgrade (GET with Upgrade: websocket, version 13)")]
@@ -40,6 +42,7 @@ impl Rejection {
             Rejection::ConnectRateLimited { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "connect_rate_limited")
             }
+            Rejection::RequestRateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Rejection::TooManyUserConnections => {
                 (StatusCode::TOO_MANY_REQUESTS, "too_many_connections")
             }
@@ -57,7 +60,8 @@ impl IntoResponse for Rejection {
         let (status, code) = self.status_and_code();
         let body = Json(serde_json::json!({ "error": self.to_string(), "code": code }));
         match self {
-            Rejection::ConnectRateLimited { retry_after_secs } => {
+            Rejection::ConnectRateLimited { retry_after_secs }
+            | Rejection::RequestRateLimited { retry_after_secs } => {
                 (status, [(RETRY_AFTER, retry_after_secs.to_string())], body).into_response()
             }
             _ => (status, body).into_response(),

@@ -23,6 +23,8 @@ pub struct Shared {
     pub upstream: Upstream,
     pub connect_limiter: ConnectLimiter,
     pub frame_limiter: DefaultKeyedRateLimiter<Arc<str>>,
+    /// HTTP requests per user under `/chat/api`.
+    pub api_limiter: DefaultKeyedRateLimiter<Arc<str>>,
     pub user_connections: Arc<UserConnections>,
     pub metrics: PrometheusHandle,
     /// Flips to `true` when the gateway starts shutting down.
@@ -62,6 +64,9 @@ impl Gateway {
             )?,
             connect_limiter: ConnectLimiter::new(limits),
             frame_limiter: RateLimiter::keyed(frame_quota),
+            api_limiter: RateLimiter::keyed(
+                Quota::per_second(limits.api_requests_per_sec).allow_burst(limits.api_burst),
+            ),
             user_connections: Arc::default(),
             metrics: config
                 .metrics
@@ -78,6 +83,8 @@ impl Gateway {
         self.connect_limiter.forget_idle();
         self.frame_limiter.retain_recent();
         self.frame_limiter.shrink_to_fit();
+        self.api_limiter.retain_recent();
+        self.api_limiter.shrink_to_fit();
         self.metrics.run_upkeep();
     }
 }
