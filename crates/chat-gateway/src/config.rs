@@ -70,6 +70,9 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// A client that sends nothing (not even a pong) for this long is gone.
     pub client_idle_timeout: Duration,
+    /// A client that does not take a write for this long has stopped
+    /// reading; its socket is closed (1008) and its slot freed.
+    pub client_write_timeout: Duration,
     pub upstream_connect_timeout: Duration,
 }
 
@@ -87,6 +90,7 @@ impl Default for Limits {
             max_connections_per_user: 20,
             max_message_bytes: 64 * 1024,
             client_idle_timeout: Duration::from_secs(90),
+            client_write_timeout: Duration::from_secs(20),
             upstream_connect_timeout: Duration::from_secs(5),
         }
     }

@@ -46,6 +46,10 @@ pub(crate) fn describe() {
         "HTTP requests under /chat/api refused by the per-user request rate limit"
     );
     metrics::describe_counter!(
+        "gateway_stalled_clients_total",
+        "Connections closed because the client stopped reading"
+    );
+    metrics::describe_counter!(
         "gateway_abuse_closes_total",
         "Connections closed with 1008 for sustained rate-limit abuse"
     );

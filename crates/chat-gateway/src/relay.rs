@@ -5,13 +5,15 @@
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chat_proto::api::DRAIN_PING;
 use chat_proto::{ErrorCode, ServerEvent};
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::sync::watch;
+use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -68,6 +70,8 @@ enum Ending {
     ClientGone,
     ClientClosed(Option<CloseFrame>),
     ClientTooBig,
+    /// The client did not take a write in time: it stopped reading.
+    ClientStalled,
     Abuse,
     UpstreamClosed(Option<CloseFrame>),
     UpstreamLost,
@@ -124,6 +128,17 @@ pub async fn serve(on_upgrade: OnUpgrade, mut upstream: UpstreamSocket, ctx: Rel
                 }
                 frame = client.next() => {
                     last_heard = Instant::now();
+                    // Pings are answered by tungstenite itself, which costs
+                    // a write each: they count against the frame limit.
+                    if matches!(frame, Some(Ok(Message::Ping(_))))
+                        && gateway.frame_limiter.check_key(user).is_err()
+                    {
+                        metrics::counter!("gateway_rate_limited_frames_total").increment(1);
+                        if dropped.record(last_heard) > limits.abuse_dropped_frames {
+                            break Ending::Abuse;
+                        }
+                        continue;
+                    }
                     match frame {
                         None => break Ending::ClientGone,
                         Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
@@ -142,12 +157,13 @@ pub async fn serve(on_upgrade: OnUpgrade, mut upstream: UpstreamSocket, ctx: Rel
                             if dropped.record(last_heard) > limits.abuse_dropped_frames {
                                 break Ending::Abuse;
                             }
-                            let notice = Message::Text(rate_limited_notice());
-                            if client.send(notice).await.is_err() {
-                                break Ending::ClientGone;
+                            let notice = client.send(Message::Text(rate_limited_notice()));
+                            let deadline = Instant::now() + limits.client_write_timeout;
+                            if let Err(ending) = bounded(notice, deadline, expiry, &mut shutdown).await {
+                                break ending;
                             }
                         }
-                        // Pings are answered by tungstenite itself; pongs only prove liveness.
+                        // Pongs only prove liveness.
                         Some(Ok(_)) => {}
                     }
                 }
@@ -157,10 +173,11 @@ pub async fn serve(on_upgrade: OnUpgrade, mut upstream: UpstreamSocket, ctx: Rel
                     // The service's pings go on to the client so a dead client
                     // stops answering and hits the idle timeout.
                     Some(Ok(message @ (Message::Text(_) | Message::Binary(_) | Message::Ping(_)))) => {
-                        match forward_burst(&mut client, &mut upstream, message).await {
+                        let burst = forward_burst(&mut client, &mut upstream, message);
+                        let deadline = Instant::now() + limits.client_write_timeout;
+                        match bounded(burst, deadline, expiry, &mut shutdown).await {
                             Ok(None) => {}
-                            Ok(Some(ending)) => break ending,
-                            Err(_) => break Ending::ClientGone,
+                            Ok(Some(ending)) | Err(ending) => break ending,
                         }
                     }
                     Some(Ok(_)) => {}
@@ -171,6 +188,26 @@ pub async fn serve(on_upgrade: OnUpgrade, mut upstream: UpstreamSocket, ctx: Rel
     Box::pin(finish(ending, &mut client, &mut upstream, user)).await;
     metrics::gauge!("gateway_connections").decrement(1.0);
     drop(ctx);
+}
+
+/// A write to the client, bounded: a client that stopped reading must not
+/// hold its relay (a task, two sockets, a user slot) past `deadline`, nor
+/// past its token's expiry or the gateway's shutdown.
+async fn bounded<T>(
+    write: impl std::future::Future<Output = Result<T, WsError>>,
+    deadline: Instant,
+    expiry: Instant,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<T, Ending> {
+    tokio::select! {
+        written = timeout_at(deadline.min(expiry), write) => match written {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) => Err(Ending::ClientGone),
+            Err(_) if expiry <= Instant::now() => Err(Ending::TokenExpired),
+            Err(_) => Err(Ending::ClientStalled),
+        },
+        _ = shutdown.changed() => Err(Ending::Shutdown),
+    }
 }
 
 /// Most frames written to the client per flush.
@@ -216,9 +253,12 @@ async fn finish(
     let going_away = || close(CloseCode::Away, "going away");
     match ending {
         Ending::Shutdown => {
-            let _ = upstream.send(going_away()).await;
+            // Ask the service for what it owes (the echoes of messages it
+            // accepted from this socket) and pass it on before closing: a
+            // close frame upstream would end that socket at once.
+            let _ = upstream.send(Message::Ping(DRAIN_PING.into())).await;
+            let _ = timeout(CLOSE_GRACE, forward_until_closed(client, upstream)).await;
             close_client(client, close(CloseCode::Away, "server shutting down")).await;
-            await_close(upstream).await;
         }
         Ending::TokenExpired => {
             tracing::info!(user = ?user, "closing socket: token expired");
@@ -249,6 +289,13 @@ async fn finish(
             // tungstenite has queued the echo to the client; flushing sends it.
             let _ = client.flush().await;
             let _ = upstream.send(Message::Close(frame)).await;
+            await_close(upstream).await;
+        }
+        Ending::ClientStalled => {
+            tracing::info!(user = ?user, side = "client", "closing socket: client stopped reading");
+            metrics::counter!("gateway_stalled_clients_total").increment(1);
+            let _ = upstream.send(going_away()).await;
+            close_client(client, close(CloseCode::Policy, "not reading")).await;
             await_close(upstream).await;
         }
         Ending::ClientTooBig => {
@@ -302,10 +349,29 @@ fn close(code: CloseCode, reason: &'static str) -> Message {
     }))
 }
 
+/// Sends our close frame and waits for the client's, both bounded: a
+/// client that stopped reading gets no more of our time.
 async fn close_client(client: &mut ClientSocket, frame: Message) {
-    if client.send(frame).await.is_ok() {
+    if let Ok(Ok(())) = timeout(CLOSE_GRACE, client.send(frame)).await {
         await_close(client).await;
     }
+}
+
+/// Passes what the service still sends on to the client until the service
+/// closes its socket.
+async fn forward_until_closed(client: &mut ClientSocket, upstream: &mut UpstreamSocket) {
+    while let Some(Ok(message)) = upstream.next().await {
+        match message {
+            Message::Text(_) | Message::Binary(_) => {
+                if client.feed(message).await.is_err() {
+                    return;
+                }
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    let _ = client.flush().await;
 }
 
 /// Reads until the peer's close reply (or the grace period ends).

@@ -159,3 +159,195 @@ async fn ids_with_control_characters_are_refused() {
         );
     }
 }
+
+/// A client socket with a tiny receive buffer that joins `room` and then
+/// never reads again.
+async fn stalled_client(gateway: std::net::SocketAddr, token: &str, room: &str) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(gateway).await.unwrap();
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{gateway}/chat/ws"
+        ))
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", cookie(token).parse().unwrap());
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    join(&mut ws, room).await;
+    ws
+}
+
+/// Floods `room` through the service's internal API until `until` says stop.
+async fn flood(service: std::net::SocketAddr, room: &str, mut until: impl FnMut() -> bool) {
+    let http = reqwest::Client::new();
+    let text = "x".repeat(4000);
+    for _ in 0..20_000 {
+        if until() {
+            return;
+        }
+        let _ = http
+            .post(format!("http://{service}/send-system-message"))
+            .header("x-internal-api-key", KEY)
+            .json(&json!({"roomId": room, "message": text}))
+            .send()
+            .await;
+    }
+}
+
+/// Tries to open a socket for `user` until one is admitted.
+async fn admitted_again(
+    gateway: std::net::SocketAddr,
+    user: &str,
+    within: std::time::Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if connect(gateway, &[("cookie", &cookie(&token(user)))])
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// A client that stops reading does not hold its relay, its sockets or its
+/// user slot: the write to it is bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_let_go() {
+    let service = start_service().await;
+    let mut config = gateway_config(service.addr);
+    config.limits.max_connections_per_user = 1;
+    config.limits.client_write_timeout = std::time::Duration::from_secs(1);
+    let gateway = start_gateway(config).await;
+    let stalled = stalled_client(gateway.addr, &token("stuck"), "flooded").await;
+    let freed = std::sync::atomic::AtomicBool::new(false);
+    let flooding = flood(service.addr, "flooded", || {
+        freed.load(std::sync::atomic::Ordering::Relaxed)
+    });
+    let waiting = async {
+        let again = admitted_again(gateway.addr, "stuck", std::time::Duration::from_secs(30)).await;
+        freed.store(true, std::sync::atomic::Ordering::Relaxed);
+        again
+    };
+    let ((), again) = tokio::join!(flooding, waiting);
+    assert!(again, "the stalled socket still holds the user's only slot");
+    drop(stalled);
+}
+
+/// A stalled client's token still expires: 4001 is enforced while the relay
+/// is waiting to write to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_expiry_is_enforced_while_writing() {
+    let service = start_service().await;
+    let mut config = gateway_config(service.addr);
+    config.limits.max_connections_per_user = 1;
+    // Far longer than the test: only the expiry can end the write.
+    config.limits.client_write_timeout = std::time::Duration::from_secs(600);
+    let gateway = start_gateway(config).await;
+    let short = sign(&json!({"sub": "brief", "exp": now() + 3}));
+    let stalled = stalled_client(gateway.addr, &short, "flooded2").await;
+    let freed = std::sync::atomic::AtomicBool::new(false);
+    let flooding = flood(service.addr, "flooded2", || {
+        freed.load(std::sync::atomic::Ordering::Relaxed)
+    });
+    let waiting = async {
+        let again = admitted_again(gateway.addr, "brief", std::time::Duration::from_secs(30)).await;
+        freed.store(true, std::sync::atomic::Ordering::Relaxed);
+        again
+    };
+    let ((), again) = tokio::join!(flooding, waiting);
+    assert!(again, "the expired, stalled socket still holds the slot");
+    drop(stalled);
+}
+
+/// Client pings count against the frame limit: a ping flood is cut off like
+/// any other flood.
+#[tokio::test]
+async fn ping_floods_are_rate_limited() {
+    let service = start_service().await;
+    let mut config = gateway_config(service.addr);
+    config.limits.frame_burst = nz(5);
+    config.limits.frames_per_sec = nz(1);
+    config.limits.abuse_dropped_frames = 20;
+    let gateway = start_gateway(config).await;
+    let mut ws = connect_as(gateway.addr, "pinger").await;
+    use futures_util::SinkExt;
+    for _ in 0..200 {
+        if ws
+            .send(tokio_tungstenite::tungstenite::Message::Ping(
+                vec![1].into(),
+            ))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(close_code(&mut ws).await, 1008);
+}
+
+/// Echoes of messages the service accepted reach the client before the
+/// gateway's own shutdown closes the socket: every message stored is a
+/// message its sender saw echoed.
+#[tokio::test]
+async fn echoes_are_delivered_during_gateway_shutdown() {
+    let service = start_service().await;
+    let gateway = start_gateway(gateway_config(service.addr)).await;
+    let mut ws = connect_as(gateway.addr, "last-words").await;
+    join(&mut ws, "bye").await;
+    for n in 0..20 {
+        send_json(
+            &mut ws,
+            json!({"event": "chat.message", "data": {"roomId": "bye", "message": format!("m{n}")}}),
+        )
+        .await;
+    }
+    // Messages are flowing; stop while the rest are in flight.
+    next_event(&mut ws, "chat.message").await;
+    let stopping = tokio::spawn(gateway.stop());
+    let mut echoes = 1;
+    loop {
+        let frame = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut ws))
+            .await
+            .expect("a frame in time");
+        match frame {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) => {
+                let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if value["event"] == "chat.message" {
+                    echoes += 1;
+                }
+            }
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                assert_eq!(frame.map(|f| u16::from(f.code)), Some(1001));
+                break;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("expected frames then a close, got {other:?}"),
+        }
+    }
+    stopping.await.unwrap();
+    let stored: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/api/rooms/bye/messages", service.addr))
+        .header("x-internal-api-key", KEY)
+        .header("x-user-id", "auditor")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stored = stored["messages"].as_array().unwrap().len();
+    eprintln!("{echoes} echoed, {stored} stored");
+    assert_eq!(
+        echoes, stored,
+        "every stored message was echoed before the close"
+    );
+}

@@ -5,6 +5,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::server::ChatMessage;
 
+/// The payload of the Ping a gateway sends a service socket when it is
+/// shutting down: "answer what you owe, then close". The service sends the
+/// echoes of every message it accepted on that socket and then closes it
+/// with 1001; a Close frame instead would end the socket at once, and the
+/// echoes with it.
+pub const DRAIN_PING: &[u8] = b"chat:drain";
+
 /// `POST /send-system-message`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]

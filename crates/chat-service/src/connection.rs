@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chat_proto::api::DRAIN_PING;
+
 use crate::hub::OutboundQueue;
 use crate::session::{Identity, Session};
 use crate::state::Shared;
@@ -36,6 +38,8 @@ enum End {
     Idle,
     SlowConsumer,
     Shutdown,
+    /// The gateway in front is shutting down and asked for what it is owed.
+    Drained,
 }
 
 impl End {
@@ -46,6 +50,7 @@ impl End {
             End::Idle => (close_code::NORMAL, "idle timeout"),
             End::SlowConsumer => (close_code::POLICY, "slow consumer"),
             End::Shutdown => (close_code::GOING_AWAY, "server shutting down"),
+            End::Drained => (close_code::GOING_AWAY, "gateway shutting down"),
         };
         Some(CloseFrame {
             code,
@@ -74,6 +79,12 @@ pub(crate) async fn serve(socket: WebSocket, identity: Identity, shared: Arc<Sha
                 // space in its task all the time.
                 Ok(Message::Text(text)) => Box::pin(session.on_text(text.as_str())).await,
                 Ok(Message::Binary(_)) => Box::pin(session.on_binary()).await,
+                Ok(Message::Ping(payload)) if payload.as_ref() == DRAIN_PING => {
+                    // Everything this socket sent was read before this ping;
+                    // wait for its answers to be queued, then close.
+                    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, conn.all_answered()).await;
+                    return End::Drained;
+                }
                 Ok(Message::Ping(_) | Message::Pong(_)) => {}
                 Ok(Message::Close(_)) => return End::ClientClosed,
                 Err(error) => return classify(&error),
@@ -101,13 +112,24 @@ pub(crate) async fn serve(socket: WebSocket, identity: Identity, shared: Arc<Sha
         shared.metrics.slow_consumers.increment(1);
     }
     tracing::debug!(conn = conn.id, ?end, "disconnecting");
+    if end == End::Shutdown {
+        // Still a member: the echoes of messages being committed reach this
+        // queue, and go out before the close frame.
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, conn.all_answered()).await;
+    }
     session.leave_all();
     shared.hub.disconnect(&conn);
     if let Some(close) = end.close_frame() {
         // The closing handshake, bounded: a client that stopped reading
         // gets no more time, and one that answers lets its socket close
         // cleanly instead of being reset with the close frame unread.
+        // What is queued already (echoes of accepted messages) goes first,
+        // unless the client is too slow to take it.
+        let flush_queue = !matches!(end, End::SlowConsumer | End::TooBig);
         let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+            while let Some(frame) = queue.try_recv().filter(|_| flush_queue) {
+                sink.feed(Message::Text(frame.text())).await?;
+            }
             sink.send(Message::Close(Some(close))).await?;
             while let Some(Ok(frame)) = stream.next().await {
                 if matches!(frame, Message::Close(_)) {

@@ -97,6 +97,7 @@ async fn write_loop(
                             sender.push(&refused_row());
                         }
                     }
+                    sender.answered();
                 }
             }
             Err(error) => {
@@ -108,6 +109,7 @@ async fn write_loop(
                 for sender in &senders {
                     metrics.error(ErrorCode::StoreUnavailable);
                     sender.push(&refusal);
+                    sender.answered();
                 }
             }
         }

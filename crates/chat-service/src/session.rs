@@ -261,9 +261,11 @@ impl Session {
             message,
             timestamp_ms: chat_proto::time::now_millis(),
         };
+        self.conn.expect_answer();
         if self.shared.sequencer.submit(new, self.conn.clone()).await {
             Ok(())
         } else {
+            self.conn.answered();
             Err(ProtoError::new(
                 ErrorCode::Unavailable,
                 "The service is shutting down",

@@ -51,6 +51,10 @@ struct Outbound {
     eviction: Notify,
     /// Woken when the writer has taken frames, for replies waiting on room.
     drained: Notify,
+    /// Messages this connection sent that the writer has not answered yet
+    /// (echo or error): a closing connection waits for them.
+    unanswered: AtomicUsize,
+    answered: Notify,
 }
 
 /// Why a frame was not queued.
@@ -215,6 +219,30 @@ impl ConnHandle {
         waited.unwrap_or_else(|_| Push::Evicted {
             first: self.evict(),
         })
+    }
+
+    /// A message from this connection went to the writer; its answer (the
+    /// echo or an error) is owed.
+    pub(crate) fn expect_answer(&self) {
+        self.outbound.unanswered.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The writer answered (queued the echo or the error).
+    pub(crate) fn answered(&self) {
+        if self.outbound.unanswered.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.outbound.answered.notify_waiters();
+        }
+    }
+
+    /// Resolves once every message this connection sent has been answered.
+    pub(crate) async fn all_answered(&self) {
+        loop {
+            let answered = self.outbound.answered.notified();
+            if self.outbound.unanswered.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            answered.await;
+        }
     }
 
     /// The queue's budget in bytes, which also bounds what is held back for
