@@ -63,6 +63,24 @@ pub fn raise_open_files_limit() -> u64 {
     limit
 }
 
+/// The most connections that fit the open-files limit when each holds
+/// `files_per_connection` descriptors (a few are kept for the database,
+/// listeners and logs); says so when that is below what was configured.
+pub fn connections_within(open_files: u64, files_per_connection: u64, configured: usize) -> usize {
+    const RESERVED: u64 = 64;
+    let fits = open_files.saturating_sub(RESERVED) / files_per_connection.max(1);
+    let fits = usize::try_from(fits).unwrap_or(usize::MAX).max(1);
+    if fits < configured {
+        tracing::warn!(
+            configured,
+            allowed = fits,
+            open_files,
+            "MAX_CONNECTIONS lowered to what the open-files limit allows"
+        );
+    }
+    configured.min(fits)
+}
+
 /// Serves `GET /metrics` (Prometheus text) from `handle` on `listener` for
 /// as long as the process runs: a scrape during shutdown still answers. The
 /// binaries bind it on a loopback address of its own (`METRICS_ADDR`),

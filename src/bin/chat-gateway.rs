@@ -38,14 +38,17 @@ fn refuse(message: &str) -> ExitCode {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     chat::init_tracing(chat::json_logs_requested());
-    chat::raise_open_files_limit();
+    let open_files = chat::raise_open_files_limit();
     let Some(key) = cli.internal_api_key else {
         return refuse("INTERNAL_API_KEY is required (the key the chat service expects)");
     };
-    let config = match cli.gateway.into_config(key) {
+    let mut config = match cli.gateway.into_config(key) {
         Ok(config) => config,
         Err(e) => return refuse(&e.to_string()),
     };
+    // A relayed socket holds two descriptors: the client's and the service's.
+    config.limits.max_connections =
+        chat::connections_within(open_files, 2, config.limits.max_connections);
     let listener = match TcpListener::bind((cli.host.as_str(), cli.port)).await {
         Ok(listener) => listener,
         Err(e) => return refuse(&format!("cannot listen on {}:{}: {e}", cli.host, cli.port)),

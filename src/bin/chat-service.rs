@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(2);
     }
     chat::init_tracing(chat::json_logs_requested());
-    chat::raise_open_files_limit();
+    let open_files = chat::raise_open_files_limit();
     let address = SocketAddr::new(args.host, args.port);
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -50,6 +50,8 @@ async fn main() -> anyhow::Result<()> {
         println!("metrics on http://{addr}/metrics");
     }
     let mut config = args.service.into_config(key);
+    config.limits.max_connections =
+        chat::connections_within(open_files, 1, config.limits.max_connections);
     config.metrics = Some(metrics);
     chat_service::run(listener, config, chat::shutdown_signal())
         .await

@@ -107,7 +107,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
 #[tokio::main]
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     chat::init_tracing(chat::json_logs_requested());
-    chat::raise_open_files_limit();
+    let open_files = chat::raise_open_files_limit();
     // Unset means "make one up"; set but empty or short is refused below.
     let internal_key = args
         .internal_api_key
@@ -141,6 +141,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         gateway_args.into_config(internal_key.clone())?
     };
     // One recorder for the process: both /metrics pages show everything.
+    // One process holds all three descriptors of a client: the browser's
+    // socket, and both ends of the gateway-service socket.
+    gateway_config.limits.max_connections =
+        chat::connections_within(open_files, 3, gateway_config.limits.max_connections);
     let metrics = chat_service::install_metrics_recorder();
     let metrics_addr = chat::spawn_metrics(&args.metrics_addr, metrics.clone()).await?;
     gateway_config.metrics = Some(metrics.clone());

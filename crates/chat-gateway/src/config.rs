@@ -74,6 +74,10 @@ pub struct Limits {
     /// reading; its socket is closed (1008) and its slot freed.
     pub client_write_timeout: Duration,
     pub upstream_connect_timeout: Duration,
+    /// Open connections, relayed sockets included; past it new ones get 503.
+    pub max_connections: usize,
+    /// A client must send its whole request head within this long.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -92,6 +96,8 @@ impl Default for Limits {
             client_idle_timeout: Duration::from_secs(90),
             client_write_timeout: Duration::from_secs(20),
             upstream_connect_timeout: Duration::from_secs(5),
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -183,6 +189,16 @@ pub struct GatewayArgs {
     /// New connections per client IP per minute, sustained.
     #[arg(long, env = "CONNECT_RATE_PER_MIN", default_value_t = 60)]
     pub connect_rate_per_min: u32,
+    /// Open connections at most (each relayed socket holds two file
+    /// descriptors); past it new connections get 503.
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub gateway_max_connections: usize,
+    /// Seconds a client has to send its whole request head.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to take a write before it counts as not reading.
+    #[arg(long, env = "CLIENT_WRITE_TIMEOUT_SECS", default_value_t = 20)]
+    pub client_write_timeout_secs: u64,
     /// Concurrent WebSocket connections per user.
     #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
     pub max_connections_per_user: u32,
@@ -269,6 +285,23 @@ impl GatewayArgs {
             positive("CONNECT_RATE_PER_MIN", self.connect_rate_per_min)?;
         config.limits.max_connections_per_user =
             positive("MAX_CONNECTIONS_PER_USER", self.max_connections_per_user)?.get();
+        config.limits.max_connections = self.gateway_max_connections.max(1);
+        config.limits.header_read_timeout = Duration::from_secs(
+            positive(
+                "HEADER_READ_TIMEOUT_SECS",
+                self.header_read_timeout_secs.min(u32::MAX as u64) as u32,
+            )?
+            .get()
+            .into(),
+        );
+        config.limits.client_write_timeout = Duration::from_secs(
+            positive(
+                "CLIENT_WRITE_TIMEOUT_SECS",
+                self.client_write_timeout_secs.min(u32::MAX as u64) as u32,
+            )?
+            .get()
+            .into(),
+        );
         Ok(config)
     }
 }

@@ -11,6 +11,7 @@
 mod admission;
 mod auth;
 mod config;
+mod listener;
 mod metrics;
 mod rejection;
 mod relay;
@@ -21,10 +22,8 @@ mod test_support;
 mod upstream;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -76,18 +75,17 @@ pub async fn run(
         })
     };
 
-    let app = routes::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let mut stopped = shutdown_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|stopping| *stopping).await;
-            })
-            .await
-    });
+    let listener_limits = listener::ListenerLimits {
+        max_connections: gateway.config.limits.max_connections,
+        header_read_timeout: gateway.config.limits.header_read_timeout,
+    };
+    let app = routes::router(gateway);
+    let server = tokio::spawn(listener::serve(
+        listener,
+        app,
+        listener_limits,
+        shutdown_rx.clone(),
+    ));
 
     shutdown.await;
     tracing::info!("gateway shutting down");

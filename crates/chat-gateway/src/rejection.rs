@@ -32,6 +32,8 @@ pub enum Rejection {
     Upstream(UpstreamError),
     #[error("server is shutting down")]
     ShuttingDown,
+    #[error("the gateway is at its connection limit, try again shortly")]
+    AtCapacity,
 }
 
 impl Rejection {
@@ -51,14 +53,27 @@ impl Rejection {
             Rejection::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Rejection::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             Rejection::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            Rejection::AtCapacity => (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections"),
         }
+    }
+}
+
+impl Rejection {
+    fn body(&self) -> serde_json::Value {
+        let (_, code) = self.status_and_code();
+        serde_json::json!({ "error": self.to_string(), "code": code })
+    }
+
+    /// The body, for the few refusals written before HTTP is being served.
+    pub fn json_body(&self) -> String {
+        self.body().to_string()
     }
 }
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        let body = Json(serde_json::json!({ "error": self.to_string(), "code": code }));
+        let (status, _) = self.status_and_code();
+        let body = Json(self.body());
         match self {
             Rejection::ConnectRateLimited { retry_after_secs }
             | Rejection::RequestRateLimited { retry_after_secs } => {

@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::admission::UserSlot;
+use crate::listener::ConnectionSlot;
 use crate::state::Gateway;
 use crate::upstream::UpstreamSocket;
 
@@ -58,6 +59,9 @@ pub fn client_ws_config(max_message_bytes: usize) -> WebSocketConfig {
 /// gateway also keeps `run` waiting for this task during shutdown.
 pub struct RelayContext {
     pub gateway: Gateway,
+    /// Keeps the socket counted under the gateway's connection cap.
+    #[expect(dead_code, reason = "held for its Drop, never read")]
+    pub connection: ConnectionSlot,
     pub slot: UserSlot,
     pub expires_at: u64,
 }

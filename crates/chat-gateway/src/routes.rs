@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, RawQuery, Request, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use http::header::{
     CACHE_CONTROL, CONNECTION, CONTENT_TYPE, LOCATION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
     SEC_WEBSOCKET_VERSION, SET_COOKIE, UPGRADE,
@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use crate::admission::{origin_allowed, ClientView};
 use crate::auth::{mint_hs256_token, Identity, ACCESS_TOKEN_COOKIE};
 use crate::config::JwtKey;
+use crate::listener::ConnectionSlot;
 use crate::rejection::Rejection;
 use crate::relay::{serve, RelayContext};
 use crate::state::Gateway;
@@ -46,6 +47,7 @@ pub fn router(gateway: Gateway) -> Router {
 async fn chat_ws(
     State(gateway): State<Gateway>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(connection): Extension<ConnectionSlot>,
     request: Request,
 ) -> Result<Response, Rejection> {
     let (mut parts, _body) = request.into_parts();
@@ -89,6 +91,7 @@ async fn chat_ws(
     })?;
 
     let context = RelayContext {
+        connection,
         expires_at: identity
             .expires_at
             .saturating_add(gateway.config.jwt.leeway.as_secs()),

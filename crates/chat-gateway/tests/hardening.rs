@@ -351,3 +351,105 @@ async fn echoes_are_delivered_during_gateway_shutdown() {
         "every stored message was echoed before the close"
     );
 }
+
+/// Reads whatever the server says until it closes the connection.
+async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    within: std::time::Duration,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let read_all = async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(within, read_all).await.ok()?;
+    Some(String::from_utf8_lossy(&seen).into_owned())
+}
+
+/// Slowloris: request heads that never finish are dropped after the
+/// header-read timeout, however many there are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_request_heads_time_out() {
+    use tokio::io::AsyncWriteExt;
+    let service = start_service().await;
+    let mut config = gateway_config(service.addr);
+    config.limits.header_read_timeout = std::time::Duration::from_secs(1);
+    let gateway = start_gateway(config).await;
+    let mut slow = Vec::new();
+    for _ in 0..100 {
+        let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+        stream
+            .write_all(b"GET /chat/ws HTTP/1.1\r\nHost: localhost\r\nX-Slow: a")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    for stream in &mut slow {
+        assert!(
+            read_until_closed(stream, std::time::Duration::from_secs(10))
+                .await
+                .is_some(),
+            "an unfinished request head is still open"
+        );
+    }
+    // The gateway still serves.
+    let _ws = connect_as(gateway.addr, "after-the-storm").await;
+}
+
+/// A request head over 16 KiB is refused, not buffered.
+#[tokio::test]
+async fn oversized_request_heads_are_refused() {
+    use tokio::io::AsyncWriteExt;
+    let (_service, gateway) = start_pair().await;
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let filler = "a".repeat(20 * 1024);
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Filler: {filler}\r\n\r\n");
+    let _ = stream.write_all(request.as_bytes()).await;
+    let answer = read_until_closed(&mut stream, std::time::Duration::from_secs(5))
+        .await
+        .expect("closed after answering");
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // A head under the cap (cookies and all) is fine.
+    let http = reqwest::Client::new();
+    let response = http
+        .get(format!("http://{}/healthz", gateway.addr))
+        .header("x-filler", "a".repeat(12 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// Past the connection cap a new connection is refused with a clear 503;
+/// the open ones keep working, and closing one makes room.
+#[tokio::test]
+async fn the_connection_cap_refuses_clearly() {
+    let service = start_service().await;
+    let mut config = gateway_config(service.addr);
+    config.limits.max_connections = 3;
+    let gateway = start_gateway(config).await;
+    let mut open = Vec::new();
+    for n in 0..3 {
+        open.push(connect_as(gateway.addr, &format!("capped{n}")).await);
+    }
+    let (status, headers, body) =
+        refused(gateway.addr, &[("cookie", &cookie(&token("late")))]).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("too_many_connections"))
+    );
+    assert!(headers.contains_key("retry-after"));
+    // Those admitted are unaffected.
+    join(&mut open[0], "still-here").await;
+    // Closing one makes room.
+    let mut first = open.remove(0);
+    futures_util::SinkExt::close(&mut first).await.unwrap();
+    close_code(&mut first).await;
+    assert!(admitted_again(gateway.addr, "late", std::time::Duration::from_secs(10)).await);
+}
