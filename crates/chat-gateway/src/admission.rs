@@ -343,9 +343,10 @@ mod tests {
         assert_ne!(rate_key(a), rate_key(c));
         let v4: IpAddr = "192.0.2.7".parse().unwrap();
         assert_eq!(rate_key(v4), v4);
-        let mut limits = Limits::default();
-        limits.connect_burst = std::num::NonZeroU32::new(2).unwrap();
-        let limiter = ConnectLimiter::new(&limits);
+        let limiter = ConnectLimiter::new(&Limits {
+            connect_burst: std::num::NonZeroU32::new(2).unwrap(),
+            ..Limits::default()
+        });
         assert!(limiter.check(a).is_ok());
         assert!(limiter.check(b).is_ok());
         assert!(

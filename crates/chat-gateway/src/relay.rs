@@ -365,14 +365,11 @@ async fn close_client(client: &mut ClientSocket, frame: Message) {
 /// closes its socket.
 async fn forward_until_closed(client: &mut ClientSocket, upstream: &mut UpstreamSocket) {
     while let Some(Ok(message)) = upstream.next().await {
-        match message {
-            Message::Text(_) | Message::Binary(_) => {
-                if client.feed(message).await.is_err() {
-                    return;
-                }
-            }
-            Message::Close(_) => break,
-            _ => {}
+        if message.is_close() {
+            break;
+        }
+        if (message.is_text() || message.is_binary()) && client.feed(message).await.is_err() {
+            return;
         }
     }
     let _ = client.flush().await;
