@@ -38,6 +38,7 @@ fn refuse(message: &str) -> ExitCode {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     chat::init_tracing(chat::json_logs_requested());
+    let shutdown = chat::shutdown_signal();
     let open_files = chat::raise_open_files_limit();
     let Some(key) = cli.internal_api_key else {
         return refuse("INTERNAL_API_KEY is required (the key the chat service expects)");
@@ -62,7 +63,7 @@ async fn main() -> ExitCode {
         Ok(None) => {}
         Err(e) => return refuse(&format!("{e:#}")),
     }
-    match chat_gateway::run(listener, config, chat::shutdown_signal()).await {
+    match chat_gateway::run(listener, config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => refuse(&e.to_string()),
     }

@@ -36,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(2);
     }
     chat::init_tracing(chat::json_logs_requested());
+    let shutdown = chat::shutdown_signal();
     let open_files = chat::raise_open_files_limit();
     let address = SocketAddr::new(args.host, args.port);
     let listener = tokio::net::TcpListener::bind(address)
@@ -53,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
     config.limits.max_connections =
         chat::connections_within(open_files, 1, config.limits.max_connections);
     config.metrics = Some(metrics);
-    chat_service::run(listener, config, chat::shutdown_signal())
+    chat_service::run(listener, config, shutdown)
         .await
         .context("chat service failed")?;
     Ok(())

@@ -107,6 +107,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
 #[tokio::main]
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     chat::init_tracing(chat::json_logs_requested());
+    let shutdown = chat::shutdown_signal();
     let open_files = chat::raise_open_files_limit();
     // Unset means "make one up"; set but empty or short is refused below.
     let internal_key = args
@@ -171,7 +172,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     print_open_hint(gateway_addr, dev_login);
 
-    chat::shutdown_signal().await;
+    shutdown.await;
     // Gateway first: clients get 1001 from it rather than a relayed restart.
     let _ = stop_gateway.send(true);
     let gateway_result = gateway.await.context("gateway task failed")?;

@@ -27,9 +27,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+pub use admission::{normalize_origin, origin_allowed, ClientView, Scheme};
 pub use auth::{
-    mint_hs256_token, token_from_headers, AuthFailure, Identity, ACCESS_TOKEN_COOKIE,
-    MIN_HS256_SECRET_BYTES,
+    mint_hs256_token, token_from_headers, AuthFailure, Identity, TokenVerifier,
+    ACCESS_TOKEN_COOKIE, MIN_HS256_SECRET_BYTES,
 };
 pub use config::{GatewayArgs, GatewayConfig, JwtConfig, JwtKey, Limits};
 pub use metrics::global_handle as metrics_handle;
