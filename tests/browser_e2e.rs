@@ -61,7 +61,7 @@ fn browser_end_to_end() {
     // Asked for but unable to run: a failure, never a silent pass.
     assert!(
         missing.is_empty(),
-        "browser tests cannot run, missing: {} (apt-get install chromium; npm ci --prefix tests/e2e)",
+        "browser tests cannot run, missing: {}",
         missing.join(", ")
     );
 
