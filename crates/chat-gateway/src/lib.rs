@@ -11,7 +11,6 @@
 mod admission;
 mod auth;
 mod config;
-mod listener;
 mod metrics;
 mod rejection;
 mod relay;
@@ -76,17 +75,17 @@ pub async fn run(
         })
     };
 
-    let listener_limits = listener::ListenerLimits {
+    let edge_limits = chat_edge::EdgeLimits {
         max_connections: gateway.config.limits.max_connections,
         header_read_timeout: gateway.config.limits.header_read_timeout,
+        refusal_body: Rejection::AtCapacity.json_body(),
+        refusals: ::metrics::counter!("gateway_rejections_total", "reason" => "connection_cap"),
     };
     let app = routes::router(gateway);
-    let server = tokio::spawn(listener::serve(
-        listener,
-        app,
-        listener_limits,
-        shutdown_rx.clone(),
-    ));
+    let mut stopping = shutdown_rx.clone();
+    let server = tokio::spawn(chat_edge::serve(listener, app, edge_limits, async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    }));
 
     shutdown.await;
     tracing::info!("gateway shutting down");

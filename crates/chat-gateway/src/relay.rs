@@ -5,6 +5,7 @@
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chat_edge::ConnectionSlot;
 use chat_proto::api::DRAIN_PING;
 use chat_proto::{ErrorCode, ServerEvent};
 
@@ -21,7 +22,6 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::admission::UserSlot;
-use crate::listener::ConnectionSlot;
 use crate::state::Gateway;
 use crate::upstream::UpstreamSocket;
 

@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, Path, Query, RawQuery, Request, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
+use chat_edge::ConnectionSlot;
 use http::header::{
     CACHE_CONTROL, CONNECTION, CONTENT_TYPE, LOCATION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
     SEC_WEBSOCKET_VERSION, SET_COOKIE, UPGRADE,
@@ -22,7 +23,6 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use crate::admission::{origin_allowed, ClientView};
 use crate::auth::{mint_hs256_token, Identity, ACCESS_TOKEN_COOKIE};
 use crate::config::JwtKey;
-use crate::listener::ConnectionSlot;
 use crate::rejection::Rejection;
 use crate::relay::{serve, RelayContext};
 use crate::state::Gateway;

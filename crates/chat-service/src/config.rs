@@ -23,7 +23,10 @@ pub struct Limits {
     /// Most bytes of messages in one history page or recovery read; a
     /// fuller page is cut short and says `hasMore`.
     pub page_bytes: usize,
+    /// Open connections (HTTP and WebSocket); past it new ones get 503.
     pub max_connections: usize,
+    /// A peer must send its whole request head within this long.
+    pub header_read_timeout: Duration,
     /// Most messages replayed by `chat.join {since}`; beyond it the client pages.
     pub recovery_cap: usize,
 }
@@ -39,6 +42,7 @@ impl Default for Limits {
             outbound_queue_bytes: 1024 * 1024,
             page_bytes: 256 * 1024,
             max_connections: 100_000,
+            header_read_timeout: Duration::from_secs(10),
             recovery_cap: 1000,
         }
     }
@@ -152,6 +156,7 @@ impl ServiceArgs {
                 outbound_queue_bytes: self.outbound_queue_bytes,
                 page_bytes: defaults.page_bytes,
                 max_connections: self.max_connections,
+                header_read_timeout: defaults.header_read_timeout,
                 recovery_cap: self.recovery_cap,
             },
             metrics: None,

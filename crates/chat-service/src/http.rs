@@ -9,7 +9,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use chat_edge::ConnectionSlot;
 use chat_proto::api::{HistoryQuery, HistoryResponse, StatsResponse, SystemMessageRequest};
 use chat_proto::{ProtoError, RoomId, ServerEvent};
 use percent_encoding::percent_decode_str;
@@ -76,14 +77,22 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    fn body(&self) -> serde_json::Value {
+        let (_, code) = self.status_and_code();
+        json!({"error": self.to_string(), "code": code})
+    }
+
+    /// The body, for refusals written before HTTP is being served.
+    pub(crate) fn json_body(&self) -> String {
+        self.body().to_string()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        (
-            status,
-            Json(json!({"error": self.to_string(), "code": code})),
-        )
-            .into_response()
+        let (status, _) = self.status_and_code();
+        (status, Json(self.body())).into_response()
     }
 }
 
@@ -135,6 +144,7 @@ fn identity(headers: &HeaderMap, max_username_chars: usize) -> Result<Identity, 
 
 async fn websocket(
     State(shared): State<Arc<Shared>>,
+    Extension(slot): Extension<ConnectionSlot>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -144,11 +154,6 @@ async fn websocket(
     if shared.shutdown.is_cancelled() {
         return Err(ApiError::ShuttingDown);
     }
-    let permit = shared
-        .connection_permits
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Busy)?;
     let limits = &shared.config.limits;
     let task_shared = shared.clone();
     let response = upgrade
@@ -178,7 +183,8 @@ async fn websocket(
             tracker.spawn(tracing::Instrument::instrument(
                 async move {
                     crate::connection::serve(socket, identity, task_shared).await;
-                    drop(permit);
+                    // The socket counted under the connection cap until now.
+                    drop(slot);
                 },
                 span,
             ));

@@ -35,9 +35,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -77,7 +75,6 @@ pub async fn run(
         .map(|days| tokio::spawn(prune_forever(store.clone(), days)));
     let token = CancellationToken::new();
     let shared = Arc::new(Shared {
-        connection_permits: Arc::new(Semaphore::new(config.limits.max_connections)),
         config,
         hub,
         store: store.clone(),
@@ -94,17 +91,17 @@ pub async fn run(
     );
     let app = http::router(shared.clone());
     let stop_token = token.clone();
-    // Chat frames are small and latency-bound: never hold them back to
-    // coalesce (Nagle); the writers already batch what is ready.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stop_token.cancel();
-        })
-        .await?;
+    let limits = chat_edge::EdgeLimits {
+        max_connections: shared.config.limits.max_connections,
+        header_read_timeout: shared.config.limits.header_read_timeout,
+        refusal_body: http::ApiError::Busy.json_body(),
+        refusals: ::metrics::counter!("chat_refused_connections_total"),
+    };
+    chat_edge::serve(listener, app, limits, async move {
+        shutdown.await;
+        stop_token.cancel();
+    })
+    .await?;
 
     token.cancel();
     shared.connections.close();

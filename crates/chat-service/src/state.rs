@@ -1,7 +1,6 @@
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,8 +22,6 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub(crate) connections: TaskTracker,
-    /// Caps concurrent connections; a permit lives as long as its connection.
-    pub(crate) connection_permits: Arc<Semaphore>,
 }
 
 impl Shared {

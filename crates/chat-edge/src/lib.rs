@@ -1,12 +1,18 @@
-//! The accept loop, in front of the router. `axum::serve` has no knobs for
-//! what a public listener needs, so this serves HTTP/1.1 itself with:
-//! - a header-read timeout: a client that trickles its request head
+//! The accept loop the gateway and the service share, in front of their
+//! routers. `axum::serve` has no knobs for what a listener facing untrusted
+//! peers needs, so this serves HTTP/1.1 itself with:
+//! - a header-read timeout: a peer that trickles its request head
 //!   (slowloris) is dropped instead of holding a socket forever;
 //! - a cap on the request head's size (16 KiB; larger is answered 431);
-//! - a cap on open connections, relayed sockets included: past it, a new
+//! - a cap on open connections, upgraded sockets included: past it, a new
 //!   connection gets a 503 with a JSON body and is closed, so the process
 //!   never runs out of file descriptors.
+//!
+//! Handlers find the peer's address as axum's `ConnectInfo<SocketAddr>`
+//! and the connection's [`ConnectionSlot`] in the request's extensions; a
+//! handler that upgrades keeps the slot for as long as the socket lives.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +26,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
-use crate::rejection::Rejection;
-
 /// Largest request head read; hyper answers 431 past it. Browsers send a
 /// few KiB (cookies included).
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -30,32 +34,39 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 
 /// A connection's place under the cap. The HTTP connection holds it, and so
-/// does a relay the connection was upgraded into: a WebSocket counts until
-/// it closes.
+/// does a socket the connection was upgraded into: it counts until it
+/// closes.
 #[derive(Clone)]
 pub struct ConnectionSlot(
     #[expect(dead_code, reason = "held for its Drop, never read")] Arc<OwnedSemaphorePermit>,
 );
 
-pub struct ListenerLimits {
+pub struct EdgeLimits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    /// The JSON body of the 503 an over-cap connection gets.
+    pub refusal_body: String,
+    /// Counts those refusals.
+    pub refusals: metrics::Counter,
 }
 
-/// Serves `app` on `listener` until `shutdown` turns true; open HTTP
-/// exchanges then finish on their own (upgraded sockets are the relays'
-/// business).
+/// Serves `app` on `listener` until `shutdown` resolves; open HTTP
+/// exchanges then finish on their own (upgraded sockets are their
+/// handlers' business).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    limits: ListenerLimits,
-    mut shutdown: watch::Receiver<bool>,
+    limits: EdgeLimits,
+    shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let refusal: Arc<str> = refusal_response(&limits.refusal_body).into();
+    let (stopping_tx, stopping) = watch::channel(false);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(MAX_HEADER_BYTES);
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -65,14 +76,13 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = stopped(&mut shutdown) => break,
+            () = &mut shutdown => break,
         };
         // Chat frames are small and latency-bound: no Nagle delay.
         let _ = stream.set_nodelay(true);
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics::counter!("gateway_rejections_total", "reason" => "connection_cap")
-                .increment(1);
-            tokio::spawn(refuse(stream));
+            limits.refusals.increment(1);
+            tokio::spawn(refuse(stream, refusal.clone()));
             continue;
         };
         let slot = ConnectionSlot(Arc::new(permit));
@@ -85,9 +95,9 @@ pub async fn serve(
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let mut stopping = shutdown.clone();
+        let mut stopping = stopping.clone();
         tokio::spawn(async move {
-            // Errors here are the client's (a reset, a bad request head, a
+            // Errors here are the peer's (a reset, a bad request head, a
             // header timeout); hyper has answered what could be answered.
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
@@ -99,21 +109,24 @@ pub async fn serve(
             let _ = connection.await;
         });
     }
+    let _ = stopping_tx.send(true);
     Ok(())
 }
 
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stopping| *stopping).await;
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stopping| *stopping).await;
 }
 
-/// Over the cap: say so in the protocol the client speaks, then close.
-async fn refuse(mut stream: TcpStream) {
-    let body = Rejection::AtCapacity.json_body();
-    let response = format!(
+fn refusal_response(body: &str) -> String {
+    format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
          content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
         body.len()
-    );
+    )
+}
+
+/// Over the cap: say so in the protocol the peer speaks, then close.
+async fn refuse(mut stream: TcpStream, response: Arc<str>) {
     let _ = tokio::time::timeout(REFUSAL_WRITE, async {
         stream.write_all(response.as_bytes()).await?;
         stream.shutdown().await
