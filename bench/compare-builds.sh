@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=bench/common.sh
 source bench/common.sh
 
-: "${BASE_BIN:?set BASE_BIN to the other build's directory (holding chat-service and chat-gateway)}"
+: "${BASE_BIN:?set BASE_BIN to the directory holding the other build of chat-service and chat-gateway}"
 RUNS="${RUNS:-3}"
 TARGETS="${TARGETS:-service gateway}"
 OUT="${OUT:-bench/results/compare-$(date -u +%Y%m%dT%H%M%SZ)}"

@@ -2,7 +2,9 @@
 //! Frames pass through as the same `Message` values (text stays the same
 //! `Utf8Bytes`): the gateway never parses or re-encodes chat JSON.
 
+use std::future::Future;
 use std::sync::LazyLock;
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chat_edge::ConnectionSlot;
@@ -162,8 +164,8 @@ pub async fn serve(on_upgrade: OnUpgrade, mut upstream: UpstreamSocket, ctx: Rel
                                 break Ending::Abuse;
                             }
                             let notice = client.send(Message::Text(rate_limited_notice()));
-                            let deadline = Instant::now() + limits.client_write_timeout;
-                            if let Err(ending) = bounded(notice, deadline, expiry, &mut shutdown).await {
+                            let patience = limits.client_write_timeout;
+                            if let Err(ending) = bounded(notice, patience, expiry, &mut shutdown).await {
                                 break ending;
                             }
                         }
@@ -178,8 +180,8 @@ pub async fn serve(on_upgrade: OnUpgrade, mut upstream: UpstreamSocket, ctx: Rel
                     // stops answering and hits the idle timeout.
                     Some(Ok(message @ (Message::Text(_) | Message::Binary(_) | Message::Ping(_)))) => {
                         let burst = forward_burst(&mut client, &mut upstream, message);
-                        let deadline = Instant::now() + limits.client_write_timeout;
-                        match bounded(burst, deadline, expiry, &mut shutdown).await {
+                        let patience = limits.client_write_timeout;
+                        match bounded(burst, patience, expiry, &mut shutdown).await {
                             Ok(None) => {}
                             Ok(Some(ending)) | Err(ending) => break ending,
                         }
@@ -195,14 +197,22 @@ pub async fn serve(on_upgrade: OnUpgrade, mut upstream: UpstreamSocket, ctx: Rel
 }
 
 /// A write to the client, bounded: a client that stopped reading must not
-/// hold its relay (a task, two sockets, a user slot) past `deadline`, nor
-/// past its token's expiry or the gateway's shutdown.
+/// hold its relay (a task, two sockets, a user slot) longer than
+/// `patience`, nor past its token's expiry or the gateway's shutdown.
 async fn bounded<T>(
-    write: impl std::future::Future<Output = Result<T, WsError>>,
-    deadline: Instant,
+    write: impl Future<Output = Result<T, WsError>>,
+    patience: Duration,
     expiry: Instant,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<T, Ending> {
+    // Almost every write completes at once (the socket has room): only a
+    // write that has to wait pays for a timer.
+    let mut write = std::pin::pin!(write);
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    if let Poll::Ready(written) = first {
+        return written.map_err(|_| Ending::ClientGone);
+    }
+    let deadline = Instant::now() + patience;
     tokio::select! {
         written = timeout_at(deadline.min(expiry), write) => match written {
             Ok(Ok(value)) => Ok(value),
