@@ -258,37 +258,27 @@ async fn empty_or_short_secrets_are_refused_at_start() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
     for key in ["", "too-short"] {
-        let mut command = chat_command();
-        command.env("INTERNAL_API_KEY", key);
-        let stderr = refusal(command).await;
-        assert!(
-            stderr.contains("INTERNAL_API_KEY must be at least 16 bytes"),
-            "{stderr}"
-        );
-
-        let mut command = Command::new(env!("CARGO_BIN_EXE_chat-gateway"));
-        command
+        let mut chat = chat_command();
+        chat.env("INTERNAL_API_KEY", key);
+        let mut gateway = Command::new(env!("CARGO_BIN_EXE_chat-gateway"));
+        gateway
             .env("INTERNAL_API_KEY", key)
             .env("JWT_SECRET", "all-in-one-secret-of-at-least-32-bytes")
             .env("PORT", "0")
             .env("METRICS_ADDR", "");
-        let stderr = refusal(command).await;
-        assert!(
-            stderr.contains("INTERNAL_API_KEY must be at least 16 bytes"),
-            "{stderr}"
-        );
-
-        let mut command = Command::new(env!("CARGO_BIN_EXE_chat-service"));
-        command
+        let mut service = Command::new(env!("CARGO_BIN_EXE_chat-service"));
+        service
             .env("INTERNAL_API_KEY", key)
             .env("PORT", "0")
             .env("DATABASE_URL", "memory:")
             .env("METRICS_ADDR", "");
-        let stderr = refusal(command).await;
-        assert!(
-            stderr.contains("INTERNAL_API_KEY must be at least 16 bytes"),
-            "{stderr}"
-        );
+        for command in [chat, gateway, service] {
+            let stderr = refusal(command).await;
+            assert!(
+                stderr.contains("INTERNAL_API_KEY must be at least 16 bytes"),
+                "{stderr}"
+            );
+        }
     }
     let mut command = Command::new(env!("CARGO_BIN_EXE_chat-gateway"));
     command

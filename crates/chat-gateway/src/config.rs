@@ -286,22 +286,10 @@ impl GatewayArgs {
         config.limits.max_connections_per_user =
             positive("MAX_CONNECTIONS_PER_USER", self.max_connections_per_user)?.get();
         config.limits.max_connections = self.gateway_max_connections.max(1);
-        config.limits.header_read_timeout = Duration::from_secs(
-            positive(
-                "HEADER_READ_TIMEOUT_SECS",
-                self.header_read_timeout_secs.min(u32::MAX as u64) as u32,
-            )?
-            .get()
-            .into(),
-        );
-        config.limits.client_write_timeout = Duration::from_secs(
-            positive(
-                "CLIENT_WRITE_TIMEOUT_SECS",
-                self.client_write_timeout_secs.min(u32::MAX as u64) as u32,
-            )?
-            .get()
-            .into(),
-        );
+        config.limits.header_read_timeout =
+            positive_secs("HEADER_READ_TIMEOUT_SECS", self.header_read_timeout_secs)?;
+        config.limits.client_write_timeout =
+            positive_secs("CLIENT_WRITE_TIMEOUT_SECS", self.client_write_timeout_secs)?;
         Ok(config)
     }
 }
@@ -312,6 +300,13 @@ fn non_empty(value: Option<String>) -> Option<String> {
 
 fn positive(name: &str, value: u32) -> Result<NonZeroU32, GatewayError> {
     NonZeroU32::new(value).ok_or_else(|| GatewayError::Config(format!("{name} must be at least 1")))
+}
+
+fn positive_secs(name: &str, secs: u64) -> Result<Duration, GatewayError> {
+    if secs == 0 {
+        return Err(GatewayError::Config(format!("{name} must be at least 1")));
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 fn parse_proxy(text: &str) -> Result<IpNet, GatewayError> {

@@ -222,50 +222,48 @@ async fn admitted_again(
 /// user slot: the write to it is bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_let_go() {
+    let freed =
+        slot_is_freed_while_stalled(std::time::Duration::from_secs(1), "stuck", &token("stuck"))
+            .await;
+    assert!(freed, "the stalled socket still holds the user's only slot");
+}
+
+/// Opens one socket with `token` for `user` (at a cap of one), stops
+/// reading while the service floods its room, and says whether the user's
+/// slot came free again (a new socket admitted) within 30 s.
+async fn slot_is_freed_while_stalled(
+    write_timeout: std::time::Duration,
+    user: &str,
+    token: &str,
+) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     let service = start_service().await;
     let mut config = gateway_config(service.addr);
     config.limits.max_connections_per_user = 1;
-    config.limits.client_write_timeout = std::time::Duration::from_secs(1);
+    config.limits.client_write_timeout = write_timeout;
     let gateway = start_gateway(config).await;
-    let stalled = stalled_client(gateway.addr, &token("stuck"), "flooded").await;
-    let freed = std::sync::atomic::AtomicBool::new(false);
-    let flooding = flood(service.addr, "flooded", || {
-        freed.load(std::sync::atomic::Ordering::Relaxed)
-    });
+    let stalled = stalled_client(gateway.addr, token, "flooded").await;
+    let freed = AtomicBool::new(false);
+    let flooding = flood(service.addr, "flooded", || freed.load(Relaxed));
     let waiting = async {
-        let again = admitted_again(gateway.addr, "stuck", std::time::Duration::from_secs(30)).await;
-        freed.store(true, std::sync::atomic::Ordering::Relaxed);
+        let again = admitted_again(gateway.addr, user, std::time::Duration::from_secs(30)).await;
+        freed.store(true, Relaxed);
         again
     };
     let ((), again) = tokio::join!(flooding, waiting);
-    assert!(again, "the stalled socket still holds the user's only slot");
     drop(stalled);
+    again
 }
 
 /// A stalled client's token still expires: 4001 is enforced while the relay
 /// is waiting to write to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_expiry_is_enforced_while_writing() {
-    let service = start_service().await;
-    let mut config = gateway_config(service.addr);
-    config.limits.max_connections_per_user = 1;
-    // Far longer than the test: only the expiry can end the write.
-    config.limits.client_write_timeout = std::time::Duration::from_secs(600);
-    let gateway = start_gateway(config).await;
+    // A write timeout far longer than the test: only the expiry can end it.
     let short = sign(&json!({"sub": "brief", "exp": now() + 3}));
-    let stalled = stalled_client(gateway.addr, &short, "flooded2").await;
-    let freed = std::sync::atomic::AtomicBool::new(false);
-    let flooding = flood(service.addr, "flooded2", || {
-        freed.load(std::sync::atomic::Ordering::Relaxed)
-    });
-    let waiting = async {
-        let again = admitted_again(gateway.addr, "brief", std::time::Duration::from_secs(30)).await;
-        freed.store(true, std::sync::atomic::Ordering::Relaxed);
-        again
-    };
-    let ((), again) = tokio::join!(flooding, waiting);
-    assert!(again, "the expired, stalled socket still holds the slot");
-    drop(stalled);
+    let freed =
+        slot_is_freed_while_stalled(std::time::Duration::from_secs(600), "brief", &short).await;
+    assert!(freed, "the expired, stalled socket still holds the slot");
 }
 
 /// Client pings count against the frame limit: a ping flood is cut off like
