@@ -29,6 +29,7 @@ async fn start(database_url: &str) -> (Child, String) {
         .env("PORT", "0")
         .env("INTERNAL_API_KEY", KEY)
         .env("DATABASE_URL", database_url)
+        .env("METRICS_ADDR", "")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

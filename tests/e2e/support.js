@@ -24,7 +24,7 @@ async function startServer(extraEnv = {}) {
   for (const name of Object.keys(env)) if (/JWT/i.test(name)) delete env[name];
   Object.assign(env, {
     PORT: '0', SERVICE_PORT: '0', HOST: '127.0.0.1',
-    INTERNAL_API_KEY, DATABASE_URL: 'memory:', RUST_LOG: env.RUST_LOG || 'warn',
+    INTERNAL_API_KEY, DATABASE_URL: 'memory:', METRICS_ADDR: '', RUST_LOG: env.RUST_LOG || 'warn',
   }, extraEnv);
   if (!fs.existsSync(CHAT_BIN)) throw new Error(`chat binary not found at ${CHAT_BIN} (set CHAT_BIN)`);
   const child = spawn(CHAT_BIN, [], { env, cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
