@@ -15,9 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::auth::Identity;
 use crate::GatewayError;
 
-pub const INTERNAL_KEY_HEADER: &str = "x-internal-api-key";
-pub const USER_ID_HEADER: &str = "x-user-id";
-pub const USERNAME_HEADER: &str = "x-username";
+use chat_proto::api::{INTERNAL_KEY_HEADER, USERNAME_HEADER, USER_ID_HEADER};
 /// A 101 from the service is a few hundred bytes; anything this big is wrong.
 const MAX_RESPONSE_HEAD: usize = 8 * 1024;
 

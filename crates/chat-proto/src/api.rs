@@ -5,6 +5,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::server::ChatMessage;
 
+/// The key the gateway presents to the service on every request.
+pub const INTERNAL_KEY_HEADER: &str = "x-internal-api-key";
+/// Who the gateway vouches the user is: percent-encoded UTF-8.
+pub const USER_ID_HEADER: &str = "x-user-id";
+/// The display name from the user's token, if it has one: percent-encoded UTF-8.
+pub const USERNAME_HEADER: &str = "x-username";
+/// Longest user id either side accepts, in characters.
+pub const MAX_USER_ID_CHARS: usize = 128;
+
+/// Whether a user id is one both sides accept: 1-128 characters, not blank,
+/// no control characters (ids reach logs, headers and the database).
+pub fn valid_user_id(id: &str) -> bool {
+    !id.trim().is_empty()
+        && id.chars().count() <= MAX_USER_ID_CHARS
+        && !id.chars().any(char::is_control)
+}
+
 /// The payload of the Ping a gateway sends a service socket when it is
 /// shutting down: "answer what you owe, then close". The service sends the
 /// echoes of every message it accepted on that socket and then closes it

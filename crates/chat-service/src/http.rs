@@ -11,7 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chat_edge::ConnectionSlot;
-use chat_proto::api::{HistoryQuery, HistoryResponse, StatsResponse, SystemMessageRequest};
+use chat_proto::api::{
+    valid_user_id, HistoryQuery, HistoryResponse, StatsResponse, SystemMessageRequest,
+    INTERNAL_KEY_HEADER, USERNAME_HEADER, USER_ID_HEADER,
+};
 use chat_proto::{ProtoError, RoomId, ServerEvent};
 use percent_encoding::percent_decode_str;
 use serde_json::json;
@@ -20,8 +23,6 @@ use subtle::ConstantTimeEq;
 use crate::hub;
 use crate::session::Identity;
 use crate::state::Shared;
-
-const MAX_USER_ID_CHARS: usize = 128;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -98,7 +99,7 @@ impl IntoResponse for ApiError {
 
 fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
     let presented = headers
-        .get("x-internal-api-key")
+        .get(INTERNAL_KEY_HEADER)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
     let expected = shared.config.internal_api_key.as_bytes();
@@ -121,17 +122,11 @@ fn decoded_header(headers: &HeaderMap, name: &str) -> Option<Result<String, ()>>
 }
 
 fn identity(headers: &HeaderMap, max_username_chars: usize) -> Result<Identity, ApiError> {
-    let user_id = match decoded_header(headers, "x-user-id") {
-        Some(Ok(id))
-            if !id.trim().is_empty()
-                && id.chars().count() <= MAX_USER_ID_CHARS
-                && !id.chars().any(char::is_control) =>
-        {
-            id
-        }
+    let user_id = match decoded_header(headers, USER_ID_HEADER) {
+        Some(Ok(id)) if valid_user_id(&id) => id,
         _ => return Err(ApiError::MissingUser),
     };
-    let username = match decoded_header(headers, "x-username") {
+    let username = match decoded_header(headers, USERNAME_HEADER) {
         None => None,
         Some(Ok(name)) => chat_proto::client::display_name(&name, max_username_chars),
         Some(Err(())) => return Err(ApiError::BadUsername),
