@@ -196,18 +196,21 @@ impl Session {
             return Ok(last_seq);
         }
         let mut through = since;
-        while through < last_seq && !page.is_empty() {
+        loop {
+            let before = through;
             for message in page.iter().take_while(|m| m.seq <= last_seq) {
                 if !self.send(hub::frame(&ServerEvent::Message(message))).await {
                     return Ok(through);
                 }
                 through = message.seq;
             }
-            if through < last_seq {
-                page = store.after(room_id, through, RECOVERY_PAGE).await?;
+            // Done, or nothing left to read up to `last_seq` (pruned while
+            // replaying): what is held back takes over from here.
+            if through >= last_seq || through == before {
+                return Ok(through);
             }
+            page = store.after(room_id, through, RECOVERY_PAGE).await?;
         }
-        Ok(through)
     }
 
     async fn go_live(&self, room_id: &RoomId, delivered_through: u64) {
