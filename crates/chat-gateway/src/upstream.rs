@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use chat_proto::api::{INTERNAL_KEY_HEADER, USERNAME_HEADER, USER_ID_HEADER};
 use http::{HeaderName, HeaderValue, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,7 +16,6 @@ use tokio_tungstenite::WebSocketStream;
 use crate::auth::Identity;
 use crate::GatewayError;
 
-use chat_proto::api::{INTERNAL_KEY_HEADER, USERNAME_HEADER, USER_ID_HEADER};
 /// A 101 from the service is a few hundred bytes; anything this big is wrong.
 const MAX_RESPONSE_HEAD: usize = 8 * 1024;
 

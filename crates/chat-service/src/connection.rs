@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use chat_proto::api::DRAIN_PING;
+use futures_util::{SinkExt, StreamExt};
 
 use crate::hub::OutboundQueue;
 use crate::session::{Identity, Session};
 use crate::state::Shared;
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::{SinkExt, StreamExt};
 
 /// Frames written per flush: batching writes is what makes fan-out cheap,
 /// bounding the batch keeps pings and closes timely.
