@@ -2,10 +2,13 @@
 //! sockets against a real gateway and service.
 
 mod common;
+#[path = "../../chat-edge/tests/common/raw_http.rs"]
+mod raw_http;
 
 use std::num::NonZeroU32;
 
 use common::*;
+use raw_http::read_until_closed;
 use serde_json::json;
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -348,26 +351,6 @@ async fn echoes_are_delivered_during_gateway_shutdown() {
         echoes, stored,
         "every stored message was echoed before the close"
     );
-}
-
-/// Reads whatever the server says until it closes the connection.
-async fn read_until_closed(
-    stream: &mut tokio::net::TcpStream,
-    within: std::time::Duration,
-) -> Option<String> {
-    use tokio::io::AsyncReadExt;
-    let mut seen = Vec::new();
-    let mut buffer = [0u8; 4096];
-    let read_all = async {
-        loop {
-            match stream.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => seen.extend_from_slice(&buffer[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(within, read_all).await.ok()?;
-    Some(String::from_utf8_lossy(&seen).into_owned())
 }
 
 /// Slowloris: request heads that never finish are dropped after the

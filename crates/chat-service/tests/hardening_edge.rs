@@ -3,27 +3,15 @@
 //! refusal.
 
 mod common;
+#[path = "../../chat-edge/tests/common/raw_http.rs"]
+mod raw_http;
 
 use std::time::Duration;
 
 use chat_service::Config;
 use common::TestServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn read_until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
-    let mut seen = Vec::new();
-    let mut buffer = [0u8; 4096];
-    let read_all = async {
-        loop {
-            match stream.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => seen.extend_from_slice(&buffer[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(within, read_all).await.ok()?;
-    Some(String::from_utf8_lossy(&seen).into_owned())
-}
+use raw_http::read_until_closed;
+use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn unfinished_request_heads_time_out() {
