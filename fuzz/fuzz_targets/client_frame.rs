@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(event) => {
             assert!(event.name().starts_with("chat."));
             let (room, text, name) = match &event {
-                ClientEvent::Message { room_id, message, username } => {
+                ClientEvent::Message { room_id, message, username, .. } => {
                     (room_id, Some(message), username.as_ref())
                 }
                 ClientEvent::Typing { room_id, username, .. } => (room_id, None, username.as_ref()),

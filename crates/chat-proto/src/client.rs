@@ -67,6 +67,9 @@ pub enum ClientEvent {
         message: String,
         /// The client's display name, cleaned and shortened; `None` if blank.
         username: Option<String>,
+        /// The client's own id for this message (1-64 characters): a resend
+        /// with the same id is answered with the original, not stored again.
+        client_id: Option<String>,
     },
     Typing {
         room_id: RoomId,
@@ -187,6 +190,7 @@ struct MessageData {
     room_id: Option<Loose<String>>,
     message: Option<Loose<String>>,
     username: Option<Loose<String>>,
+    client_id: Option<Loose<String>>,
 }
 
 impl EventData for MessageData {
@@ -195,6 +199,7 @@ impl EventData for MessageData {
             room_id: room_id(self.room_id, limits)?,
             message: message_field(self.message, limits)?,
             username: username(self.username, limits)?,
+            client_id: client_id(self.client_id)?,
         })
     }
 }
@@ -331,6 +336,25 @@ pub fn message_text(raw: String, limits: &ProtoLimits) -> Result<String, ProtoEr
     } else {
         trimmed.to_owned()
     })
+}
+
+/// Longest `clientId`, in characters.
+pub const MAX_CLIENT_ID_CHARS: usize = 64;
+
+fn client_id(field: Option<Loose<String>>) -> Result<Option<String>, ProtoError> {
+    match field {
+        None => Ok(None),
+        Some(Loose::Valid(id))
+            if !id.is_empty()
+                && id.chars().count() <= MAX_CLIENT_ID_CHARS
+                && !id.chars().any(char::is_control) =>
+        {
+            Ok(Some(id))
+        }
+        Some(_) => Err(invalid_format(format!(
+            "clientId must be a string of 1-{MAX_CLIENT_ID_CHARS} characters without control characters"
+        ))),
+    }
 }
 
 fn username(

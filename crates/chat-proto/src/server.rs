@@ -20,12 +20,15 @@ pub struct ChatMessage {
     pub username: Arc<str>,
     pub message: String,
     pub timestamp_ms: i64,
+    /// The sender's own id for the message, when it gave one.
+    pub client_id: Option<String>,
 }
 
 impl Serialize for ChatMessage {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // The seed's field order first, additions after it.
-        let mut data = serializer.serialize_struct("ChatMessage", 7)?;
+        let fields = 7 + usize::from(self.client_id.is_some());
+        let mut data = serializer.serialize_struct("ChatMessage", fields)?;
         data.serialize_field("roomId", &self.room_id)?;
         data.serialize_field("userId", &*self.user_id)?;
         data.serialize_field("username", &*self.username)?;
@@ -33,6 +36,9 @@ impl Serialize for ChatMessage {
         data.serialize_field("timestamp", &iso_millis(self.timestamp_ms))?;
         data.serialize_field("id", &self.id)?;
         data.serialize_field("seq", &self.seq)?;
+        if let Some(client_id) = &self.client_id {
+            data.serialize_field("clientId", client_id)?;
+        }
         data.end()
     }
 }
@@ -143,6 +149,7 @@ mod tests {
             username: "John".into(),
             message: "Hello world!".into(),
             timestamp_ms: 1_763_373_600_000,
+            client_id: None,
         };
         assert_eq!(
             parsed(ServerEvent::Message(&message)),
@@ -163,6 +170,7 @@ mod tests {
             username: "U".into(),
             message: text.into(),
             timestamp_ms: 0,
+            client_id: None,
         };
         // U+0001 encodes as six bytes.
         let heavy = "\u{1}".repeat(1000);

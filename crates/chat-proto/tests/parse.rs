@@ -29,7 +29,9 @@ fn seed_examples_parse() {
             room_id,
             message,
             username,
+            client_id,
         } => {
+            assert_eq!(client_id, None);
             assert_eq!(room_id.as_str(), "room123");
             assert_eq!(message, "Hello world!");
             assert_eq!(username.as_deref(), Some("John"));
@@ -277,4 +279,37 @@ fn every_event_name_parses_to_its_own_kind() {
         assert_eq!(event.kind(), kind, "{}", kind.name());
         assert_eq!(event.name(), kind.name());
     }
+}
+
+#[test]
+fn client_ids_are_kept_and_checked() {
+    match parse(
+        r#"{"event":"chat.message","data":{"roomId":"r","message":"hi","clientId":"tab1-0042"}}"#,
+    ) {
+        ClientEvent::Message { client_id, .. } => {
+            assert_eq!(client_id.as_deref(), Some("tab1-0042"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let long = "c".repeat(65);
+    for bad in [
+        json_str(""),
+        json_str(&long),
+        json_str("a\nb"),
+        "5".to_owned(),
+    ] {
+        let frame = format!(
+            r#"{{"event":"chat.message","data":{{"roomId":"r","message":"hi","clientId":{bad}}}}}"#
+        );
+        assert_eq!(code_of(&frame), ErrorCode::InvalidFormat, "{bad}");
+    }
+    let at_limit = format!(
+        r#"{{"event":"chat.message","data":{{"roomId":"r","message":"hi","clientId":{}}}}}"#,
+        json_str(&"c".repeat(64))
+    );
+    parse(&at_limit);
+}
+
+fn json_str(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
 }

@@ -40,13 +40,20 @@ fn client_event() -> impl Strategy<Value = ClientEvent> {
         (room(), proptest::option::of(any::<u64>()))
             .prop_map(|(room_id, since)| ClientEvent::Join { room_id, since }),
         room().prop_map(|room_id| ClientEvent::Leave { room_id }),
-        (room(), message_text(), name()).prop_map(|(room_id, message, username)| {
-            ClientEvent::Message {
-                room_id,
-                message,
-                username,
-            }
-        }),
+        (
+            room(),
+            message_text(),
+            name(),
+            proptest::option::of("[!-~]{1,64}")
+        )
+            .prop_map(
+                |(room_id, message, username, client_id)| ClientEvent::Message {
+                    room_id,
+                    message,
+                    username,
+                    client_id,
+                }
+            ),
         (room(), name(), any::<bool>()).prop_map(|(room_id, username, is_typing)| {
             ClientEvent::Typing {
                 room_id,
@@ -76,9 +83,10 @@ fn client_frame(event: &ClientEvent) -> String {
             room_id,
             message,
             username,
+            client_id,
         } => (
             "chat.message",
-            json!({"roomId": room_id.as_str(), "message": message, "username": username}),
+            json!({"roomId": room_id.as_str(), "message": message, "username": username, "clientId": client_id}),
         ),
         ClientEvent::Typing {
             room_id,
@@ -147,6 +155,7 @@ proptest! {
             username: Arc::from(name.as_str()),
             message: text.clone(),
             timestamp_ms,
+            client_id: (seq % 2 == 0).then(|| name.clone()),
         };
         let frame: Value = serde_json::from_str(&ServerEvent::Message(&message).to_frame()).unwrap();
         prop_assert_eq!(&frame["event"], "chat.message");
@@ -155,6 +164,7 @@ proptest! {
         prop_assert_eq!(data["username"].as_str(), Some(name.as_str()));
         prop_assert_eq!(data["userId"].as_str(), Some(user.as_str()));
         prop_assert_eq!(data["seq"].as_u64(), Some(seq));
+        prop_assert_eq!(data.get("clientId").and_then(Value::as_str), message.client_id.as_deref());
         prop_assert_eq!(
             data["timestamp"].as_str().map(str::to_owned),
             Some(chat_proto::time::iso_millis(timestamp_ms))

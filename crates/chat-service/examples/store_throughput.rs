@@ -36,6 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 username: "bench".into(),
                 message: text.clone(),
                 timestamp_ms: chat_proto::time::now_millis(),
+                client_id: None,
             })
             .collect();
         written += store.append(batch).await?.len();

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::hub::{self, ConnHandle, Hub};
 use crate::metrics::Metrics;
-use crate::store::{NewMessage, Store};
+use crate::store::{Accepted, NewMessage, Store};
 
 /// Largest batch committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -84,13 +84,24 @@ async fn write_loop(
                 // The store returns the batch in the order it was given.
                 for ((room, sender), row) in rooms.iter().zip(&senders).zip(&appended) {
                     match row {
-                        Ok(message) => {
+                        Ok(Accepted {
+                            message,
+                            repeated: false,
+                        }) => {
                             let fanout_started = Instant::now();
                             let frame = hub::frame(&ServerEvent::Message(message));
                             hub.broadcast(room, &frame, Some(message.seq));
                             metrics
                                 .fanout_seconds
                                 .record(fanout_started.elapsed().as_secs_f64());
+                        }
+                        // A resend: the room has it; its sender gets the
+                        // original's echo again, to match its pending copy.
+                        Ok(Accepted {
+                            message,
+                            repeated: true,
+                        }) => {
+                            sender.push(&hub::frame(&ServerEvent::Message(message)));
                         }
                         Err(_) => {
                             metrics.error(ErrorCode::InvalidMessage);

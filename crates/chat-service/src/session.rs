@@ -107,7 +107,8 @@ impl Session {
                 room_id,
                 message,
                 username,
-            } => self.message(room_id, message, username).await,
+                client_id,
+            } => self.message(room_id, message, username, client_id).await,
             ClientEvent::Typing {
                 room_id,
                 username,
@@ -252,6 +253,7 @@ impl Session {
         room_id: RoomId,
         message: String,
         username: Option<String>,
+        client_id: Option<String>,
     ) -> Result<(), ProtoError> {
         if !self.rooms.contains(&room_id) {
             return Err(not_in_room(&room_id));
@@ -263,6 +265,7 @@ impl Session {
             username: self.display_name(username),
             message,
             timestamp_ms: chat_proto::time::now_millis(),
+            client_id,
         };
         self.conn.expect_answer();
         if self.shared.sequencer.submit(new, self.conn.clone()).await {

@@ -28,6 +28,7 @@ async fn seed(db: &TestDb, room: &str, texts: impl IntoIterator<Item = String>) 
             username: "seeder".into(),
             message,
             timestamp_ms: chat_proto::time::now_millis(),
+            client_id: None,
         })
         .collect();
     for row in store.append(batch).await.unwrap() {

@@ -301,12 +301,16 @@ async fn retention_prunes_old_messages(db: TestDb) {
         username: "u".into(),
         message: format!("m{n}"),
         timestamp_ms: now - age_days * 86_400_000,
+        client_id: None,
     };
     let stored = store
         .append(vec![message(1, 40), message(2, 31), message(3, 1)])
         .await
         .unwrap();
-    let seqs: Vec<u64> = stored.iter().map(|m| m.as_ref().unwrap().seq).collect();
+    let seqs: Vec<u64> = stored
+        .iter()
+        .map(|m| m.as_ref().unwrap().message.seq)
+        .collect();
     assert_eq!(seqs, [1, 2, 3]);
     assert_eq!(store.prune(now - 30 * 86_400_000).await.unwrap(), 2);
     let page = store.page(&room, None, 10).await.unwrap();
@@ -336,9 +340,10 @@ async fn a_refused_row_fails_alone(db: TestDb) {
         username: "u".into(),
         message: format!("text of {id}"),
         timestamp_ms: chat_proto::time::now_millis(),
+        client_id: None,
     };
     let first = store.append(vec![message("taken", &a)]).await.unwrap();
-    assert_eq!(first[0].as_ref().unwrap().seq, 1);
+    assert_eq!(first[0].as_ref().unwrap().message.seq, 1);
 
     let mut batch: Vec<NewMessage> = (0..37)
         .map(|n| message(&format!("ok-{n}"), if n % 3 == 0 { &b } else { &a }))
@@ -354,9 +359,12 @@ async fn a_refused_row_fails_alone(db: TestDb) {
             continue;
         }
         let stored = row.as_ref().expect("a valid row is stored");
-        assert_eq!(stored.id, sent.id);
+        assert_eq!(stored.message.id, sent.id);
         let expected = next.get_mut(sent.room_id.as_str()).unwrap();
-        assert_eq!(stored.seq, *expected, "seqs follow batch order, no gaps");
+        assert_eq!(
+            stored.message.seq, *expected,
+            "seqs follow batch order, no gaps"
+        );
         *expected += 1;
     }
     assert_eq!(store.last_seq(&a).await.unwrap(), next["a"] - 1);
@@ -383,6 +391,7 @@ async fn a_nul_fails_alone_on_postgres() {
         username: "u".into(),
         message: text.to_owned(),
         timestamp_ms: chat_proto::time::now_millis(),
+        client_id: None,
     };
     let batch = vec![
         message(0, "before"),
@@ -390,9 +399,9 @@ async fn a_nul_fails_alone_on_postgres() {
         message(2, "after"),
     ];
     let appended = store.append(batch).await.unwrap();
-    assert_eq!(appended[0].as_ref().unwrap().seq, 1);
+    assert_eq!(appended[0].as_ref().unwrap().message.seq, 1);
     assert!(appended[1].is_err());
-    assert_eq!(appended[2].as_ref().unwrap().seq, 2);
+    assert_eq!(appended[2].as_ref().unwrap().message.seq, 2);
     store.close().await;
 }
 
@@ -410,6 +419,7 @@ async fn close_commits_queued_writes_then_refuses(db: TestDb) {
         username: "u".into(),
         message: format!("m{n}"),
         timestamp_ms: chat_proto::time::now_millis(),
+        client_id: None,
     };
     // Polled in order: each write is queued before close is (ten fit in the
     // writer's queue without waiting).

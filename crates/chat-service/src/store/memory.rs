@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use chat_proto::{ChatMessage, RoomId};
 
-use super::{HistoryPage, NewMessage};
+use super::{Accepted, Appended, HistoryPage, NewMessage, CLIENT_ID_WINDOW_MS};
 
 pub(super) const DEFAULT_KEEP_PER_ROOM: usize = 1000;
 
@@ -33,12 +33,26 @@ impl MemoryStore {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn append(&self, batch: &[NewMessage]) -> Vec<ChatMessage> {
+    pub(super) fn append(&self, batch: &[NewMessage]) -> Vec<Appended> {
         let mut rooms = self.rooms();
         batch
             .iter()
             .map(|new| {
                 let log = rooms.entry(new.room_id.clone()).or_default();
+                // Only what is still kept can be recognised: a restart, or
+                // a resend older than the window kept, stores it again.
+                if let Some(original) = new.client_id.as_ref().and_then(|client_id| {
+                    log.recent.iter().rev().find(|m| {
+                        m.client_id.as_ref() == Some(client_id)
+                            && m.user_id == new.user_id
+                            && m.timestamp_ms >= new.timestamp_ms - CLIENT_ID_WINDOW_MS
+                    })
+                }) {
+                    return Ok(Accepted {
+                        message: original.clone(),
+                        repeated: true,
+                    });
+                }
                 log.last_seq += 1;
                 let stored = new.stored(log.last_seq);
                 if log.recent.len() == self.keep_per_room {
@@ -47,7 +61,10 @@ impl MemoryStore {
                 if self.keep_per_room > 0 {
                     log.recent.push_back(stored.clone());
                 }
-                stored
+                Ok(Accepted {
+                    message: stored,
+                    repeated: false,
+                })
             })
             .collect()
     }

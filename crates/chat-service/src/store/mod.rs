@@ -27,7 +27,13 @@ pub struct NewMessage {
     pub username: Arc<str>,
     pub message: String,
     pub timestamp_ms: i64,
+    /// The sender's own id for the message, if it gave one.
+    pub client_id: Option<String>,
 }
+
+/// How long a `clientId` is remembered: a resend within this window is
+/// answered with the original.
+pub const CLIENT_ID_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 impl NewMessage {
     fn stored(&self, seq: u64) -> ChatMessage {
@@ -39,6 +45,7 @@ impl NewMessage {
             username: self.username.clone(),
             message: self.message.clone(),
             timestamp_ms: self.timestamp_ms,
+            client_id: self.client_id.clone(),
         }
     }
 }
@@ -57,8 +64,16 @@ pub struct HistoryPage {
 #[error("the database refused this message: {0}")]
 pub struct Rejected(pub String);
 
-/// One row of an appended batch: stored with its `seq`, or refused.
-pub type Appended = Result<ChatMessage, Rejected>;
+/// A row the store holds: just stored, or (`repeated`) an earlier message
+/// with the same `clientId` from the same user in the same room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub message: ChatMessage,
+    pub repeated: bool,
+}
+
+/// One row of an appended batch: accepted, or refused.
+pub type Appended = Result<Accepted, Rejected>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -100,11 +115,14 @@ impl Store {
     /// Commits the batch and returns each row, in the same order, stored
     /// with its `seq` or refused. A row the database refuses on its own
     /// fails alone; every other row is stored, and within a room `seq`s
-    /// follow batch order with no gaps. `Err` means nothing was stored
-    /// (the database is unavailable).
+    /// follow batch order with no gaps. A row whose `clientId` the same
+    /// user used in the same room within [`CLIENT_ID_WINDOW_MS`] (earlier,
+    /// or earlier in this batch) is not stored again: it is answered with
+    /// the original, `repeated`. `Err` means nothing was stored (the
+    /// database is unavailable).
     pub async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
         match self {
-            Store::Memory(store) => Ok(store.append(&batch).into_iter().map(Ok).collect()),
+            Store::Memory(store) => Ok(store.append(&batch)),
             Store::Sql(store) => store.append(batch).await,
         }
     }

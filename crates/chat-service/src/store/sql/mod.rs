@@ -168,7 +168,7 @@ fn clamp_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn message_from_row(row: &AnyRow) -> Result<ChatMessage, StoreError> {
+pub(super) fn message_from_row(row: &AnyRow) -> Result<ChatMessage, StoreError> {
     Ok(ChatMessage {
         room_id: row.try_get("room_id")?,
         seq: row.try_get::<i64, _>("seq")? as u64,
@@ -177,6 +177,7 @@ fn message_from_row(row: &AnyRow) -> Result<ChatMessage, StoreError> {
         username: row.try_get::<String, _>("username")?.into(),
         message: row.try_get("message")?,
         timestamp_ms: row.try_get("created_at_ms")?,
+        client_id: row.try_get("client_id")?,
     })
 }
 

@@ -15,9 +15,9 @@ use chat_proto::{ChatMessage, RoomId};
 use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::statements::{chunk_rows, statement, Placeholders, Statement};
-use super::PoolSettings;
-use crate::store::{Appended, NewMessage, Rejected, StoreError};
+use super::statements::{chunk_rows, statement, Placeholders, Statement, COLUMNS};
+use super::{message_from_row, PoolSettings};
+use crate::store::{Accepted, Appended, NewMessage, Rejected, StoreError, CLIENT_ID_WINDOW_MS};
 
 type Reply = oneshot::Sender<Result<Vec<Appended>, StoreError>>;
 
@@ -116,13 +116,101 @@ async fn append_isolating(
     placeholders: Placeholders,
     batch: &[NewMessage],
 ) -> Result<Vec<Appended>, StoreError> {
+    let earlier = earlier_sends(pool, batch).await?;
+    if earlier.iter().all(Option::is_none) {
+        return store_isolating(pool, placeholders, batch).await;
+    }
+    let fresh: Vec<NewMessage> = batch
+        .iter()
+        .zip(&earlier)
+        .filter(|(_, earlier)| earlier.is_none())
+        .map(|(new, _)| new.clone())
+        .collect();
+    let mut stored = store_isolating(pool, placeholders, &fresh)
+        .await?
+        .into_iter();
+    let mut answers: Vec<Appended> = Vec::with_capacity(batch.len());
+    for earlier in earlier {
+        let answer = match earlier {
+            None => stored.next().expect("one answer per fresh row"),
+            Some(Earlier::Stored(message)) => Ok(Accepted {
+                message,
+                repeated: true,
+            }),
+            Some(Earlier::InBatch(first)) => answers[first].clone().map(|accepted| Accepted {
+                repeated: true,
+                ..accepted
+            }),
+        };
+        answers.push(answer);
+    }
+    Ok(answers)
+}
+
+/// Where a row's `clientId` was used before by the same user in the same
+/// room: in a stored message within the window, or earlier in the batch.
+enum Earlier {
+    Stored(ChatMessage),
+    InBatch(usize),
+}
+
+async fn earlier_sends(
+    pool: &AnyPool,
+    batch: &[NewMessage],
+) -> Result<Vec<Option<Earlier>>, StoreError> {
+    let mut earlier = Vec::with_capacity(batch.len());
+    for (index, new) in batch.iter().enumerate() {
+        let Some(client_id) = &new.client_id else {
+            earlier.push(None);
+            continue;
+        };
+        let same = |other: &NewMessage| {
+            other.client_id.as_ref() == Some(client_id)
+                && other.room_id == new.room_id
+                && other.user_id == new.user_id
+        };
+        if let Some(first) = batch[..index].iter().position(same) {
+            earlier.push(Some(Earlier::InBatch(first)));
+            continue;
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE room_id = $1 AND user_id = $2 \
+             AND client_id = $3 AND created_at_ms >= $4 ORDER BY seq DESC LIMIT 1"
+        ))
+        .bind(new.room_id.as_str())
+        .bind(&*new.user_id)
+        .bind(client_id.as_str())
+        .bind(new.timestamp_ms - CLIENT_ID_WINDOW_MS)
+        .fetch_optional(pool)
+        .await?;
+        earlier.push(
+            row.as_ref()
+                .map(message_from_row)
+                .transpose()?
+                .map(Earlier::Stored),
+        );
+    }
+    Ok(earlier)
+}
+
+/// Stores every row, isolating the ones the database refuses.
+async fn store_isolating(
+    pool: &AnyPool,
+    placeholders: Placeholders,
+    batch: &[NewMessage],
+) -> Result<Vec<Appended>, StoreError> {
     let mut done: Vec<Appended> = Vec::with_capacity(batch.len());
     // Halves still to commit, in batch order (a stack: the last pushed
     // is the next in order), so each room's `seq`s follow batch order.
     let mut pending: Vec<&[NewMessage]> = vec![batch];
     while let Some(part) = pending.pop() {
         match append(pool, placeholders, part).await {
-            Ok(stored) => done.extend(stored.into_iter().map(Ok)),
+            Ok(stored) => done.extend(stored.into_iter().map(|message| {
+                Ok(Accepted {
+                    message,
+                    repeated: false,
+                })
+            })),
             Err(StoreError::Database(error)) if refuses_row(&error) => {
                 if let [single] = part {
                     tracing::warn!(id = %single.id, room = ?single.room_id.as_str(), %error, "database refused a message");
@@ -216,7 +304,8 @@ async fn append(
                 .bind(&*m.user_id)
                 .bind(&*m.username)
                 .bind(m.message.as_str())
-                .bind(m.timestamp_ms);
+                .bind(m.timestamp_ms)
+                .bind(m.client_id.as_deref());
         }
         insert.execute(&mut *tx).await?;
         rest = tail;
