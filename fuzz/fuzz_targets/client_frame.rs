@@ -26,7 +26,9 @@ fuzz_target!(|data: &[u8]| {
                 ClientEvent::Typing { room_id, username, .. } => (room_id, None, username.as_ref()),
                 ClientEvent::Join { room_id, .. }
                 | ClientEvent::Leave { room_id }
-                | ClientEvent::History { room_id, .. } => (room_id, None, None),
+                | ClientEvent::History { room_id, .. }
+                | ClientEvent::Read { room_id, .. }
+                | ClientEvent::Receipts { room_id } => (room_id, None, None),
             };
             assert!(!room.as_str().is_empty() && room.as_str().len() <= limits.max_room_id_chars);
             if let Some(text) = text {

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, Query, RawQuery, Request, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -26,13 +27,14 @@ use crate::config::JwtKey;
 use crate::rejection::Rejection;
 use crate::relay::{serve, RelayContext};
 use crate::state::Gateway;
+use crate::upstream::RoomResource;
 
 const CHAT_PAGE: &str = include_str!("../../../tests/webSocket/chat-test.html");
 
 pub fn router(gateway: Gateway) -> Router {
     let mut router = Router::new()
         .route("/chat/ws", get(chat_ws))
-        .route("/chat/api/rooms/{room_id}/messages", get(room_history))
+        .route("/chat/api/rooms/{room_id}/{resource}", get(room_api))
         .route("/healthz", get(healthz))
         .route("/", get(chat_page))
         .route("/chat-test.html", get(chat_page));
@@ -140,19 +142,21 @@ fn websocket_accept_key(parts: &Parts) -> Result<String, Rejection> {
     }
 }
 
-/// History over HTTP: the service's answer (status and JSON) as it is.
-async fn room_history(
+/// A room's history or read receipts over HTTP: the service's answer
+/// (status and JSON) as it is.
+async fn room_api(
     State(gateway): State<Gateway>,
     identity: Identity,
-    Path(room_id): Path<String>,
+    path: Result<Path<(String, RoomResource)>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, Rejection> {
+    let Path((room_id, resource)) = path.map_err(|_| Rejection::NotFound)?;
     let (status, body) = gateway
         .upstream
-        .room_history(&identity, &room_id, query.as_deref())
+        .room_api(&identity, &room_id, resource, query.as_deref())
         .await
         .map_err(|e| {
-            tracing::warn!(side = "upstream", error = %e, "history request failed");
+            tracing::warn!(side = "upstream", error = %e, "room API request failed");
             metrics::counter!("gateway_upstream_errors_total", "kind" => e.kind()).increment(1);
             Rejection::Upstream(e)
         })?;

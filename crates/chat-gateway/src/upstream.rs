@@ -16,6 +16,26 @@ use tokio_tungstenite::WebSocketStream;
 use crate::auth::Identity;
 use crate::GatewayError;
 
+/// What `/chat/api/rooms/{roomId}/...` may ask the service for, the same
+/// under the service's `/api/rooms/{roomId}/...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomResource {
+    /// History: `{roomId, messages, hasMore}`.
+    Messages,
+    /// Every member's read marker: `{roomId, receipts}`.
+    Receipts,
+}
+
+impl RoomResource {
+    fn path(self) -> &'static str {
+        match self {
+            RoomResource::Messages => "messages",
+            RoomResource::Receipts => "receipts",
+        }
+    }
+}
+
 /// A 101 from the service is a few hundred bytes; anything this big is wrong.
 const MAX_RESPONSE_HEAD: usize = 8 * 1024;
 
@@ -250,15 +270,18 @@ impl Upstream {
     }
 
     /// `GET /api/rooms/{roomId}/messages` on the service for this user.
-    pub async fn room_history(
+    pub async fn room_api(
         &self,
         identity: &Identity,
         room_id: &str,
+        resource: RoomResource,
         query: Option<&str>,
     ) -> Result<(StatusCode, bytes::Bytes), UpstreamError> {
-        let mut url = self
-            .url
-            .http_url(&format!("/api/rooms/{}/messages", percent_encode(room_id)));
+        let mut url = self.url.http_url(&format!(
+            "/api/rooms/{}/{}",
+            percent_encode(room_id),
+            resource.path()
+        ));
         if let Some(query) = query.filter(|q| !q.is_empty()) {
             url.push('?');
             url.push_str(query);

@@ -47,6 +47,14 @@ pub struct StatsResponse {
     pub rooms: usize,
 }
 
+/// Response of `GET /api/rooms/{roomId}/receipts`: every member's marker.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiptsResponse {
+    pub room_id: String,
+    pub receipts: Vec<crate::server::Receipt>,
+}
+
 /// Query of `GET /api/rooms/{roomId}/messages`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct HistoryQuery {

@@ -82,6 +82,15 @@ pub enum ClientEvent {
         before: Option<u64>,
         limit: u32,
     },
+    /// The user has read the room up to `seq`.
+    Read {
+        room_id: RoomId,
+        seq: u64,
+    },
+    /// Every member's read marker, please.
+    Receipts {
+        room_id: RoomId,
+    },
 }
 
 impl ClientEvent {
@@ -97,6 +106,8 @@ impl ClientEvent {
             ClientEvent::Message { .. } => EventKind::Message,
             ClientEvent::Typing { .. } => EventKind::Typing,
             ClientEvent::History { .. } => EventKind::History,
+            ClientEvent::Read { .. } => EventKind::Read,
+            ClientEvent::Receipts { .. } => EventKind::Receipts,
         }
     }
 }
@@ -124,6 +135,10 @@ pub enum EventKind {
     Typing,
     #[strum(serialize = "chat.history")]
     History,
+    #[strum(serialize = "chat.read")]
+    Read,
+    #[strum(serialize = "chat.receipts")]
+    Receipts,
 }
 
 impl EventKind {
@@ -243,6 +258,37 @@ impl EventData for HistoryData {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadData {
+    room_id: Option<Loose<String>>,
+    seq: Option<Loose<u64>>,
+}
+
+impl EventData for ReadData {
+    fn validate(self, limits: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        Ok(ClientEvent::Read {
+            room_id: room_id(self.room_id, limits)?,
+            seq: optional_u64(self.seq, "seq")?
+                .ok_or_else(|| invalid_format("seq is required: the last seq you have read"))?,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReceiptsData {
+    room_id: Option<Loose<String>>,
+}
+
+impl EventData for ReceiptsData {
+    fn validate(self, limits: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        Ok(ClientEvent::Receipts {
+            room_id: room_id(self.room_id, limits)?,
+        })
+    }
+}
+
 fn invalid_format(message: impl Into<String>) -> ProtoError {
     ProtoError::new(ErrorCode::InvalidFormat, message)
 }
@@ -273,6 +319,8 @@ pub fn parse_client_frame(text: &str, limits: &ProtoLimits) -> Result<ClientEven
         EventKind::Message => validated::<MessageData>(data, limits),
         EventKind::Typing => validated::<TypingData>(data, limits),
         EventKind::History => validated::<HistoryData>(data, limits),
+        EventKind::Read => validated::<ReadData>(data, limits),
+        EventKind::Receipts => validated::<ReceiptsData>(data, limits),
     }
 }
 

@@ -81,6 +81,14 @@ pub fn keep_newest_within(messages: &mut Vec<ChatMessage>, max_bytes: usize) -> 
     dropped > 0
 }
 
+/// One member's read marker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Receipt {
+    pub user_id: String,
+    pub seq: u64,
+}
+
 /// Everything the server can say to a client, in the `{event, data}` envelope.
 #[derive(Debug, Serialize)]
 #[serde(tag = "event", content = "data")]
@@ -91,6 +99,10 @@ pub enum ServerEvent<'a> {
         last_seq: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
+        /// The user's read marker in the room, 0 if none.
+        read_seq: u64,
+        /// Messages by others after the marker.
+        unread: u64,
     },
     #[serde(rename = "chat.userJoined", rename_all = "camelCase")]
     UserJoined { user_id: &'a str, room_id: &'a str },
@@ -111,6 +123,18 @@ pub enum ServerEvent<'a> {
         message: &'a str,
         /// Already rendered with [`crate::time::iso_millis`].
         timestamp: &'a str,
+    },
+    /// A user read the room up to `seq`. Not part of the `seq` log.
+    #[serde(rename = "chat.read", rename_all = "camelCase")]
+    Read {
+        room_id: &'a str,
+        user_id: &'a str,
+        seq: u64,
+    },
+    #[serde(rename = "chat.receipts", rename_all = "camelCase")]
+    Receipts {
+        room_id: &'a str,
+        receipts: &'a [Receipt],
     },
     #[serde(rename = "chat.history", rename_all = "camelCase")]
     History {
@@ -201,15 +225,19 @@ mod tests {
             room_id: "r",
             last_seq: 3,
             recovered: None,
+            read_seq: 1,
+            unread: 2,
         };
         assert_eq!(
             parsed(plain),
-            json!({"event": "chat.joined", "data": {"roomId": "r", "lastSeq": 3}})
+            json!({"event": "chat.joined", "data": {"roomId": "r", "lastSeq": 3, "readSeq": 1, "unread": 2}})
         );
         let recovered = ServerEvent::Joined {
             room_id: "r",
             last_seq: 3,
             recovered: Some(true),
+            read_seq: 0,
+            unread: 0,
         };
         assert_eq!(parsed(recovered)["data"]["recovered"], json!(true));
     }

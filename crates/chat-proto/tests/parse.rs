@@ -274,7 +274,7 @@ fn every_event_name_parses_to_its_own_kind() {
     use strum::IntoEnumIterator;
     for kind in EventKind::iter() {
         let frame = serde_json::json!({"event": kind.name(), "data": {
-            "roomId": "r", "message": "hi", "isTyping": false}});
+            "roomId": "r", "message": "hi", "isTyping": false, "seq": 1}});
         let event = parse(&frame.to_string());
         assert_eq!(event.kind(), kind, "{}", kind.name());
         assert_eq!(event.name(), kind.name());

@@ -68,6 +68,8 @@ fn client_event() -> impl Strategy<Value = ClientEvent> {
                 limit
             }
         ),
+        (room(), any::<u64>()).prop_map(|(room_id, seq)| ClientEvent::Read { room_id, seq }),
+        room().prop_map(|room_id| ClientEvent::Receipts { room_id }),
     ]
 }
 
@@ -104,6 +106,10 @@ fn client_frame(event: &ClientEvent) -> String {
             "chat.history",
             json!({"roomId": room_id.as_str(), "before": before, "limit": limit}),
         ),
+        ClientEvent::Read { room_id, seq } => {
+            ("chat.read", json!({"roomId": room_id.as_str(), "seq": seq}))
+        }
+        ClientEvent::Receipts { room_id } => ("chat.receipts", json!({"roomId": room_id.as_str()})),
     };
     let mut data = data;
     // An absent optional field is left out, as clients do.
@@ -129,7 +135,7 @@ proptest! {
 
     #[test]
     fn parser_survives_arbitrary_data_objects(
-        event in prop_oneof![Just("chat.join".to_owned()), Just("chat.leave".to_owned()), Just("chat.message".to_owned()), Just("chat.typing".to_owned()), Just("chat.history".to_owned()), "[a-z.]{0,12}"],
+        event in prop_oneof![Just("chat.read".to_owned()), Just("chat.receipts".to_owned()), Just("chat.join".to_owned()), Just("chat.leave".to_owned()), Just("chat.message".to_owned()), Just("chat.typing".to_owned()), Just("chat.history".to_owned()), "[a-z.]{0,12}"],
         data in arbitrary_json(),
     ) {
         let frame = json!({"event": event, "data": data}).to_string();

@@ -12,8 +12,8 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chat_edge::ConnectionSlot;
 use chat_proto::api::{
-    valid_user_id, HistoryQuery, HistoryResponse, StatsResponse, SystemMessageRequest,
-    INTERNAL_KEY_HEADER, USERNAME_HEADER, USER_ID_HEADER,
+    valid_user_id, HistoryQuery, HistoryResponse, ReceiptsResponse, StatsResponse,
+    SystemMessageRequest, INTERNAL_KEY_HEADER, USERNAME_HEADER, USER_ID_HEADER,
 };
 use chat_proto::{ProtoError, RoomId, ServerEvent};
 use percent_encoding::percent_decode_str;
@@ -30,6 +30,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/send-system-message", post(system_message))
         .route("/stats", get(stats))
         .route("/api/rooms/{room_id}/messages", get(history))
+        .route("/api/rooms/{room_id}/receipts", get(receipts))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound })
@@ -247,6 +248,25 @@ async fn history(
         room_id: room_id.as_str().to_owned(),
         messages: page.messages,
         has_more: page.has_more,
+    }))
+}
+
+async fn receipts(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(room_id): Path<String>,
+) -> Result<Json<ReceiptsResponse>, ApiError> {
+    authorize(&shared, &headers)?;
+    identity(&headers, shared.config.limits.proto.max_username_chars)?;
+    let room_id =
+        RoomId::parse(&room_id, &shared.config.limits.proto).map_err(ApiError::Invalid)?;
+    let receipts = shared.store.receipts(&room_id).await.map_err(|error| {
+        tracing::warn!(%error, "receipts request failed");
+        ApiError::Store
+    })?;
+    Ok(Json(ReceiptsResponse {
+        room_id: room_id.as_str().to_owned(),
+        receipts,
     }))
 }
 

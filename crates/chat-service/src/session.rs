@@ -130,6 +130,8 @@ impl Session {
                 before,
                 limit,
             } => self.history(room_id, before, limit).await,
+            ClientEvent::Read { room_id, seq } => self.read(room_id, seq).await,
+            ClientEvent::Receipts { room_id } => self.receipts(room_id).await,
         }
     }
 
@@ -139,7 +141,9 @@ impl Session {
         let store = &self.shared.store;
         if self.rooms.contains(&room_id) {
             let last_seq = store.last_seq(&room_id).await.map_err(store_failed)?;
-            self.reply_joined(&room_id, last_seq, None).await;
+            self.reply_joined(&room_id, last_seq, None)
+                .await
+                .map_err(store_failed)?;
             return Ok(());
         }
         if self.rooms.len() >= self.shared.config.limits.max_rooms_per_connection {
@@ -178,7 +182,7 @@ impl Session {
         // so either in the replay or (if newer) held back for this member.
         let last_seq = store.last_seq(room_id).await?;
         let Some(since) = since else {
-            self.reply_joined(room_id, last_seq, None).await;
+            self.reply_joined(room_id, last_seq, None).await?;
             return Ok(last_seq);
         };
         let cap = self.shared.config.limits.recovery_cap as u64;
@@ -192,7 +196,7 @@ impl Session {
         // messages may have been pruned).
         let whole = !unknown_or_too_far
             && (since == last_seq || page.first().is_some_and(|m| m.seq == since + 1));
-        self.reply_joined(room_id, last_seq, Some(whole)).await;
+        self.reply_joined(room_id, last_seq, Some(whole)).await?;
         if !whole {
             return Ok(last_seq);
         }
@@ -231,13 +235,74 @@ impl Session {
         }
     }
 
-    async fn reply_joined(&self, room_id: &RoomId, last_seq: u64, recovered: Option<bool>) {
+    async fn reply_joined(
+        &self,
+        room_id: &RoomId,
+        last_seq: u64,
+        recovered: Option<bool>,
+    ) -> Result<(), StoreError> {
+        let read = self
+            .shared
+            .store
+            .read_state(room_id, &self.identity.user_id)
+            .await?;
         let frame = hub::frame(&ServerEvent::Joined {
             room_id: room_id.as_str(),
             last_seq,
             recovered,
+            read_seq: read.read_seq,
+            unread: read.unread,
         });
         self.send(frame).await;
+        Ok(())
+    }
+
+    /// Moves the user's read marker forward (never back, never past the
+    /// room's last `seq`) and tells the room, the user's other tabs
+    /// included; a marker that does not move says nothing.
+    async fn read(&self, room_id: RoomId, seq: u64) -> Result<(), ProtoError> {
+        if !self.rooms.contains(&room_id) {
+            return Err(not_in_room(&room_id));
+        }
+        let store = &self.shared.store;
+        let last_seq = store.last_seq(&room_id).await.map_err(store_failed)?;
+        let seq = seq.min(last_seq);
+        let user = &self.identity.user_id;
+        if seq == 0
+            || !store
+                .mark_read(&room_id, user, seq)
+                .await
+                .map_err(store_failed)?
+        {
+            return Ok(());
+        }
+        let frame = hub::frame(&ServerEvent::Read {
+            room_id: room_id.as_str(),
+            user_id: user,
+            seq,
+        });
+        self.shared
+            .hub
+            .broadcast_except(&room_id, &frame, self.conn.id);
+        Ok(())
+    }
+
+    async fn receipts(&self, room_id: RoomId) -> Result<(), ProtoError> {
+        if !self.rooms.contains(&room_id) {
+            return Err(not_in_room(&room_id));
+        }
+        let receipts = self
+            .shared
+            .store
+            .receipts(&room_id)
+            .await
+            .map_err(store_failed)?;
+        let frame = hub::frame(&ServerEvent::Receipts {
+            room_id: room_id.as_str(),
+            receipts: &receipts,
+        });
+        self.send(frame).await;
+        Ok(())
     }
 
     fn leave(&mut self, room_id: RoomId) -> Result<(), ProtoError> {

@@ -214,6 +214,20 @@ impl Hub {
         }
     }
 
+    /// Sends one frame to every member of the room but one connection.
+    pub(crate) fn broadcast_except(
+        &self,
+        room_id: &RoomId,
+        frame: &Frame,
+        except: ConnId,
+    ) -> usize {
+        let mut shard = self.shard(room_id);
+        match shard.get_mut(room_id) {
+            Some(room) => self.fan_out(room, frame, None, Some(except)),
+            None => 0,
+        }
+    }
+
     fn fan_out(
         &self,
         room: &mut Room,

@@ -4,9 +4,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use chat_proto::{ChatMessage, RoomId};
+use chat_proto::{ChatMessage, Receipt, RoomId};
 
-use super::{Accepted, Appended, HistoryPage, NewMessage, CLIENT_ID_WINDOW_MS};
+use super::{Accepted, Appended, HistoryPage, NewMessage, ReadState, CLIENT_ID_WINDOW_MS};
 
 pub(super) const DEFAULT_KEEP_PER_ROOM: usize = 1000;
 
@@ -19,6 +19,7 @@ struct RoomLog {
 pub struct MemoryStore {
     keep_per_room: usize,
     rooms: Mutex<HashMap<RoomId, RoomLog>>,
+    markers: Mutex<HashMap<RoomId, HashMap<String, u64>>>,
 }
 
 impl MemoryStore {
@@ -26,6 +27,7 @@ impl MemoryStore {
         MemoryStore {
             keep_per_room,
             rooms: Mutex::default(),
+            markers: Mutex::default(),
         }
     }
 
@@ -104,6 +106,56 @@ impl MemoryStore {
             messages: older[start..].iter().map(|m| (*m).clone()).collect(),
             has_more: start > 0,
         }
+    }
+
+    fn markers(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, HashMap<String, u64>>> {
+        self.markers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn mark_read(&self, room: &RoomId, user: &str, seq: u64) -> bool {
+        let mut markers = self.markers();
+        let marker = markers
+            .entry(room.clone())
+            .or_default()
+            .entry(user.to_owned())
+            .or_default();
+        let moved = seq > *marker;
+        *marker = (*marker).max(seq);
+        moved
+    }
+
+    pub(super) fn read_state(&self, room: &RoomId, user: &str) -> ReadState {
+        let read_seq = self
+            .markers()
+            .get(room)
+            .and_then(|users| users.get(user))
+            .copied()
+            .unwrap_or(0);
+        let unread = self.rooms().get(room).map_or(0, |log| {
+            log.recent
+                .iter()
+                .filter(|m| m.seq > read_seq && &*m.user_id != user)
+                .count() as u64
+        });
+        ReadState { read_seq, unread }
+    }
+
+    pub(super) fn receipts(&self, room: &RoomId) -> Vec<Receipt> {
+        let mut receipts: Vec<Receipt> = self
+            .markers()
+            .get(room)
+            .map(|users| {
+                users
+                    .iter()
+                    .map(|(user_id, seq)| Receipt {
+                        user_id: user_id.clone(),
+                        seq: *seq,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        receipts.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        receipts
     }
 
     pub(super) fn prune(&self, cutoff_ms: i64) -> u64 {

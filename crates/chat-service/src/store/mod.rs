@@ -13,7 +13,7 @@ mod sql;
 
 use std::sync::Arc;
 
-use chat_proto::{ChatMessage, RoomId};
+use chat_proto::{ChatMessage, Receipt, RoomId};
 
 pub(crate) use memory::MemoryStore;
 pub(crate) use sql::SqlStore;
@@ -48,6 +48,13 @@ impl NewMessage {
             client_id: self.client_id.clone(),
         }
     }
+}
+
+/// Where a user is in a room.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadState {
+    pub read_seq: u64,
+    pub unread: u64,
 }
 
 /// One page of history, oldest first.
@@ -158,6 +165,32 @@ impl Store {
         match self {
             Store::Memory(store) => Ok(store.page(room, before, limit)),
             Store::Sql(store) => store.page(room, before, limit).await,
+        }
+    }
+
+    /// Moves the user's read marker in the room forward to `seq`; false if
+    /// it was there or further already.
+    pub async fn mark_read(&self, room: &RoomId, user: &str, seq: u64) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(store) => Ok(store.mark_read(room, user, seq)),
+            Store::Sql(store) => store.mark_read(room, user, seq).await,
+        }
+    }
+
+    /// The user's read marker in the room (0 if none) and how many messages
+    /// by others come after it.
+    pub async fn read_state(&self, room: &RoomId, user: &str) -> Result<ReadState, StoreError> {
+        match self {
+            Store::Memory(store) => Ok(store.read_state(room, user)),
+            Store::Sql(store) => store.read_state(room, user).await,
+        }
+    }
+
+    /// Every read marker in the room.
+    pub async fn receipts(&self, room: &RoomId) -> Result<Vec<Receipt>, StoreError> {
+        match self {
+            Store::Memory(store) => Ok(store.receipts(room)),
+            Store::Sql(store) => store.receipts(room).await,
         }
     }
 

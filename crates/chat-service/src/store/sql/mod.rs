@@ -8,13 +8,13 @@ mod writer;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chat_proto::{ChatMessage, RoomId};
+use chat_proto::{ChatMessage, Receipt, RoomId};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 use self::statements::{Placeholders, COLUMNS};
 use self::writer::Writer;
-use super::{Appended, HistoryPage, NewMessage, StoreError};
+use super::{Appended, HistoryPage, NewMessage, ReadState, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -148,6 +148,58 @@ impl SqlStore {
             .collect::<Result<Vec<_>, _>>()?;
         messages.reverse();
         Ok(HistoryPage { messages, has_more })
+    }
+
+    pub(super) async fn mark_read(
+        &self,
+        room: &RoomId,
+        user: &str,
+        seq: u64,
+    ) -> Result<bool, StoreError> {
+        self.writer.mark_read(room, user, seq).await
+    }
+
+    pub(super) async fn read_state(
+        &self,
+        room: &RoomId,
+        user: &str,
+    ) -> Result<ReadState, StoreError> {
+        let read_seq: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM read_markers WHERE room_id = $1 AND user_id = $2")
+                .bind(room.as_str())
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?;
+        let read_seq = read_seq.unwrap_or(0);
+        let unread: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages WHERE room_id = $1 AND seq > $2 AND user_id <> $3",
+        )
+        .bind(room.as_str())
+        .bind(read_seq)
+        .bind(user)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ReadState {
+            read_seq: read_seq as u64,
+            unread: unread as u64,
+        })
+    }
+
+    pub(super) async fn receipts(&self, room: &RoomId) -> Result<Vec<Receipt>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, seq FROM read_markers WHERE room_id = $1 ORDER BY user_id",
+        )
+        .bind(room.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Receipt {
+                    user_id: row.try_get("user_id")?,
+                    seq: row.try_get::<i64, _>("seq")? as u64,
+                })
+            })
+            .collect()
     }
 
     pub(super) async fn prune(&self, cutoff_ms: i64) -> Result<u64, StoreError> {

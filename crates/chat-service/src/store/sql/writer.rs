@@ -26,6 +26,12 @@ enum Job {
         batch: Vec<NewMessage>,
         reply: Reply,
     },
+    MarkRead {
+        room: RoomId,
+        user: String,
+        seq: u64,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
     Close {
         done: oneshot::Sender<()>,
     },
@@ -54,6 +60,27 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job::Append { batch, reply })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Moves a read marker forward; false if it was there already.
+    pub(super) async fn mark_read(
+        &self,
+        room: &RoomId,
+        user: &str,
+        seq: u64,
+    ) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::MarkRead {
+            room: room.clone(),
+            user: user.to_owned(),
+            seq,
+            reply,
+        };
+        self.jobs
+            .send(job)
             .await
             .map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
@@ -94,6 +121,14 @@ async fn serve(mut queue: mpsc::Receiver<Job>, pool: AnyPool, placeholders: Plac
         match job {
             Job::Append { batch, reply } => {
                 let _ = reply.send(append_isolating(&pool, placeholders, &batch).await);
+            }
+            Job::MarkRead {
+                room,
+                user,
+                seq,
+                reply,
+            } => {
+                let _ = reply.send(mark_read(&pool, &room, &user, seq).await);
             }
             Job::Close { done } => {
                 pool.close().await;
@@ -145,6 +180,27 @@ async fn append_isolating(
         answers.push(answer);
     }
     Ok(answers)
+}
+
+async fn mark_read(
+    pool: &AnyPool,
+    room: &RoomId,
+    user: &str,
+    seq: u64,
+) -> Result<bool, StoreError> {
+    // The update's condition keeps markers moving forward only; a marker
+    // already there or further changes no row.
+    let done = sqlx::query(
+        "INSERT INTO read_markers (room_id, user_id, seq) VALUES ($1, $2, $3) \
+         ON CONFLICT (room_id, user_id) DO UPDATE SET seq = excluded.seq \
+         WHERE excluded.seq > read_markers.seq",
+    )
+    .bind(room.as_str())
+    .bind(user)
+    .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// Where a row's `clientId` was used before by the same user in the same
