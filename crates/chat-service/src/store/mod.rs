@@ -50,6 +50,9 @@ impl NewMessage {
     }
 }
 
+/// `unread` is counted up to this many.
+pub const MAX_UNREAD: u64 = 10_000;
+
 /// Where a user is in a room.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReadState {

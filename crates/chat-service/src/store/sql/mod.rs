@@ -14,7 +14,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 use self::statements::{Placeholders, COLUMNS};
 use self::writer::Writer;
-use super::{Appended, HistoryPage, NewMessage, ReadState, StoreError};
+use super::{Appended, HistoryPage, NewMessage, ReadState, StoreError, MAX_UNREAD};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -171,12 +171,16 @@ impl SqlStore {
                 .fetch_optional(&self.pool)
                 .await?;
         let read_seq = read_seq.unwrap_or(0);
+        // Counted up to a bound: a join must not scan a huge room's whole
+        // log for a user who never read it.
         let unread: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM messages WHERE room_id = $1 AND seq > $2 AND user_id <> $3",
+            "SELECT COUNT(*) FROM (SELECT 1 FROM messages \
+             WHERE room_id = $1 AND seq > $2 AND user_id <> $3 LIMIT $4) AS unread",
         )
         .bind(room.as_str())
         .bind(read_seq)
         .bind(user)
+        .bind(MAX_UNREAD as i64)
         .fetch_one(&self.pool)
         .await?;
         Ok(ReadState {
