@@ -27,4 +27,4 @@ pub mod time;
 pub use client::{parse_client_frame, ClientEvent, RoomId};
 pub use error::{ErrorCode, ProtoError};
 pub use limits::ProtoLimits;
-pub use server::{ChatMessage, Receipt, ServerEvent};
+pub use server::{ChatMessage, MessageKind, Receipt, ServerEvent};

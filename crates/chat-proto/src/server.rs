@@ -22,10 +22,38 @@ pub struct ChatMessage {
     pub timestamp_ms: i64,
     /// The sender's own id for the message, when it gave one.
     pub client_id: Option<String>,
+    pub kind: MessageKind,
+}
+
+/// Who a stored message is from: a user, or the application (the internal
+/// API's system messages, which have no user).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "lowercase")]
+pub enum MessageKind {
+    #[default]
+    User,
+    System,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 impl Serialize for ChatMessage {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.kind == MessageKind::System {
+            // As `chat.system` has it, with what makes it durable.
+            let mut data = serializer.serialize_struct("SystemMessage", 6)?;
+            data.serialize_field("roomId", &self.room_id)?;
+            data.serialize_field("message", &self.message)?;
+            data.serialize_field("timestamp", &iso_millis(self.timestamp_ms))?;
+            data.serialize_field("id", &self.id)?;
+            data.serialize_field("seq", &self.seq)?;
+            data.serialize_field("type", "system")?;
+            return data.end();
+        }
         // The seed's field order first, additions after it.
         let fields = 7 + usize::from(self.client_id.is_some());
         let mut data = serializer.serialize_struct("ChatMessage", fields)?;
@@ -117,13 +145,9 @@ pub enum ServerEvent<'a> {
         is_typing: bool,
         room_id: &'a str,
     },
-    #[serde(rename = "chat.system", rename_all = "camelCase")]
-    System {
-        room_id: &'a str,
-        message: &'a str,
-        /// Already rendered with [`crate::time::iso_millis`].
-        timestamp: &'a str,
-    },
+    /// A system message: `{roomId, message, timestamp, id, seq, type}`.
+    #[serde(rename = "chat.system")]
+    System(&'a ChatMessage),
     /// A user read the room up to `seq`. Not part of the `seq` log.
     #[serde(rename = "chat.read", rename_all = "camelCase")]
     Read {
@@ -144,6 +168,17 @@ pub enum ServerEvent<'a> {
     },
     #[serde(rename = "error")]
     Error { message: &'a str, code: ErrorCode },
+}
+
+impl<'a> ServerEvent<'a> {
+    /// The live event for a stored message: `chat.message`, or
+    /// `chat.system` for the application's messages.
+    pub fn stored(message: &'a ChatMessage) -> ServerEvent<'a> {
+        match message.kind {
+            MessageKind::User => ServerEvent::Message(message),
+            MessageKind::System => ServerEvent::System(message),
+        }
+    }
 }
 
 impl ServerEvent<'_> {
@@ -174,6 +209,7 @@ mod tests {
             message: "Hello world!".into(),
             timestamp_ms: 1_763_373_600_000,
             client_id: None,
+            kind: MessageKind::User,
         };
         assert_eq!(
             parsed(ServerEvent::Message(&message)),
@@ -195,6 +231,7 @@ mod tests {
             message: text.into(),
             timestamp_ms: 0,
             client_id: None,
+            kind: MessageKind::User,
         };
         // U+0001 encodes as six bytes.
         let heavy = "\u{1}".repeat(1000);
@@ -217,6 +254,26 @@ mod tests {
         let mut page: Vec<ChatMessage> = (1..=4).map(|seq| message(seq, "x")).collect();
         assert!(!keep_newest_within(&mut page, 1 << 20));
         assert_eq!(page.len(), 4);
+    }
+
+    #[test]
+    fn system_messages_are_durable_and_typed() {
+        let system = ChatMessage {
+            id: "s1".into(),
+            seq: 4,
+            room_id: "r".into(),
+            user_id: "system".into(),
+            username: "system".into(),
+            message: "Maintenance".into(),
+            timestamp_ms: 0,
+            client_id: None,
+            kind: MessageKind::System,
+        };
+        assert_eq!(
+            parsed(ServerEvent::stored(&system)),
+            json!({"event": "chat.system", "data": {"roomId": "r", "message": "Maintenance",
+                "timestamp": "1970-01-01T00:00:00.000Z", "id": "s1", "seq": 4, "type": "system"}})
+        );
     }
 
     #[test]

@@ -162,6 +162,7 @@ proptest! {
             message: text.clone(),
             timestamp_ms,
             client_id: (seq % 2 == 0).then(|| name.clone()),
+            kind: chat_proto::MessageKind::User,
         };
         let frame: Value = serde_json::from_str(&ServerEvent::Message(&message).to_frame()).unwrap();
         prop_assert_eq!(&frame["event"], "chat.message");

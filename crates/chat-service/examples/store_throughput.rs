@@ -37,6 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 message: text.clone(),
                 timestamp_ms: chat_proto::time::now_millis(),
                 client_id: None,
+                kind: chat_proto::MessageKind::User,
             })
             .collect();
         written += store.append(batch).await?.len();

@@ -15,14 +15,19 @@ use chat_proto::api::{
     valid_user_id, HistoryQuery, HistoryResponse, ReceiptsResponse, StatsResponse,
     SystemMessageRequest, INTERNAL_KEY_HEADER, USERNAME_HEADER, USER_ID_HEADER,
 };
-use chat_proto::{ProtoError, RoomId, ServerEvent};
+use chat_proto::{MessageKind, ProtoError, RoomId};
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::hub;
+use crate::sequencer::{Delivered, NotStored, Origin};
 use crate::session::Identity;
 use crate::state::Shared;
+use crate::store::NewMessage;
+
+/// The user id system messages are stored under; their kind, not this id,
+/// is what sets them apart (a user may be called "system" too).
+const SYSTEM_USER: &str = "system";
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -200,14 +205,35 @@ async fn system_message(
     let room_id = RoomId::parse(&body.room_id, limits).map_err(ApiError::Invalid)?;
     let message =
         chat_proto::client::message_text(body.message, limits).map_err(ApiError::Invalid)?;
-    let timestamp = chat_proto::time::iso_millis(chat_proto::time::now_millis());
-    let frame = hub::frame(&ServerEvent::System {
-        room_id: room_id.as_str(),
-        message: &message,
-        timestamp: &timestamp,
-    });
-    let delivered = shared.hub.broadcast(&room_id, &frame, None);
-    Ok(Json(json!({ "delivered": delivered })))
+    // Stored like a user's message, taking the room's next seq: members
+    // who were away get it in recovery and history.
+    let new = NewMessage {
+        id: uuid::Uuid::now_v7().to_string(),
+        room_id,
+        user_id: SYSTEM_USER.into(),
+        username: SYSTEM_USER.into(),
+        message,
+        timestamp_ms: chat_proto::time::now_millis(),
+        client_id: None,
+        kind: MessageKind::System,
+    };
+    let (reply, outcome) = tokio::sync::oneshot::channel();
+    if !shared.sequencer.submit(new, Origin::Api(reply)).await {
+        return Err(ApiError::ShuttingDown);
+    }
+    match outcome.await {
+        Ok(Ok(Delivered { message, reached })) => Ok(Json(json!({
+            "delivered": reached,
+            "id": message.id,
+            "seq": message.seq,
+        }))),
+        Ok(Err(NotStored::Refused)) => Err(ApiError::Invalid(ProtoError::new(
+            chat_proto::ErrorCode::InvalidMessage,
+            "the message store refused this message",
+        ))),
+        Ok(Err(NotStored::Unavailable)) => Err(ApiError::Store),
+        Err(_) => Err(ApiError::ShuttingDown),
+    }
 }
 
 async fn stats(

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chat_proto::{ErrorCode, RoomId, ServerEvent};
-use tokio::sync::mpsc;
+use chat_proto::{ChatMessage, ErrorCode, RoomId, ServerEvent};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::hub::{self, ConnHandle, Hub};
@@ -22,7 +22,30 @@ const QUEUE_LEN: usize = 8192;
 
 struct Submission {
     message: NewMessage,
-    sender: ConnHandle,
+    origin: Origin,
+}
+
+/// Who waits for a submission's outcome.
+pub(crate) enum Origin {
+    /// A client's message: its connection gets the echo or an error.
+    Connection(ConnHandle),
+    /// The internal API's system message: told how it went.
+    Api(oneshot::Sender<Result<Delivered, NotStored>>),
+}
+
+/// A stored system message and how many connections it reached.
+pub(crate) struct Delivered {
+    pub(crate) message: ChatMessage,
+    pub(crate) reached: usize,
+}
+
+/// Why a system message was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotStored {
+    /// The database refused it.
+    Refused,
+    /// The database is unavailable.
+    Unavailable,
 }
 
 #[derive(Clone)]
@@ -43,8 +66,8 @@ impl Sequencer {
 
     /// Queues a message for commit and delivery. Waits when the writer is
     /// behind, which slows the sender instead of growing memory.
-    pub(crate) async fn submit(&self, message: NewMessage, sender: ConnHandle) -> bool {
-        self.tx.send(Submission { message, sender }).await.is_ok()
+    pub(crate) async fn submit(&self, message: NewMessage, origin: Origin) -> bool {
+        self.tx.send(Submission { message, origin }).await.is_ok()
     }
 }
 
@@ -65,7 +88,7 @@ async fn write_loop(
 ) {
     let mut batch: Vec<Submission> = Vec::with_capacity(MAX_BATCH);
     let mut rooms: Vec<RoomId> = Vec::with_capacity(MAX_BATCH);
-    let mut senders: Vec<ConnHandle> = Vec::with_capacity(MAX_BATCH);
+    let mut origins: Vec<Origin> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let started = Instant::now();
         // The messages move to the store (and maybe another thread); the
@@ -74,7 +97,7 @@ async fn write_loop(
         for submission in batch.drain(..) {
             rooms.push(submission.message.room_id.clone());
             messages.push(submission.message);
-            senders.push(submission.sender);
+            origins.push(submission.origin);
         }
         match store.append(messages).await {
             Ok(appended) => {
@@ -82,18 +105,19 @@ async fn write_loop(
                     .commit_seconds
                     .record(started.elapsed().as_secs_f64());
                 // The store returns the batch in the order it was given.
-                for ((room, sender), row) in rooms.iter().zip(&senders).zip(&appended) {
+                for ((room, origin), row) in rooms.iter().zip(origins.drain(..)).zip(appended) {
                     match row {
                         Ok(Accepted {
                             message,
                             repeated: false,
                         }) => {
                             let fanout_started = Instant::now();
-                            let frame = hub::frame(&ServerEvent::Message(message));
-                            hub.broadcast(room, &frame, Some(message.seq));
+                            let frame = hub::frame(&ServerEvent::stored(&message));
+                            let reached = hub.broadcast(room, &frame, Some(message.seq));
                             metrics
                                 .fanout_seconds
                                 .record(fanout_started.elapsed().as_secs_f64());
+                            origin.delivered(message, reached);
                         }
                         // A resend: the room has it; its sender gets the
                         // original's echo again, to match its pending copy.
@@ -101,30 +125,55 @@ async fn write_loop(
                             message,
                             repeated: true,
                         }) => {
-                            sender.push(&hub::frame(&ServerEvent::Message(message)));
+                            if let Origin::Connection(sender) = &origin {
+                                sender.push(&hub::frame(&ServerEvent::stored(&message)));
+                            }
+                            origin.delivered(message, 0);
                         }
                         Err(_) => {
                             metrics.error(ErrorCode::InvalidMessage);
-                            sender.push(&refused_row());
+                            origin.not_stored(NotStored::Refused, &refused_row());
                         }
                     }
-                    sender.answered();
                 }
             }
             Err(error) => {
-                tracing::error!(%error, messages = senders.len(), "storing messages failed; senders told");
+                tracing::error!(%error, messages = origins.len(), "storing messages failed; senders told");
                 let refusal = hub::frame(&ServerEvent::Error {
                     message: "Message could not be stored; it was not delivered",
                     code: ErrorCode::StoreUnavailable,
                 });
-                for sender in &senders {
+                for origin in origins.drain(..) {
                     metrics.error(ErrorCode::StoreUnavailable);
-                    sender.push(&refusal);
-                    sender.answered();
+                    origin.not_stored(NotStored::Unavailable, &refusal);
                 }
             }
         }
         rooms.clear();
-        senders.clear();
+    }
+}
+
+impl Origin {
+    /// Stored and delivered (or a resend answered).
+    fn delivered(self, message: ChatMessage, reached: usize) {
+        match self {
+            Origin::Connection(sender) => sender.answered(),
+            Origin::Api(reply) => {
+                let _ = reply.send(Ok(Delivered { message, reached }));
+            }
+        }
+    }
+
+    /// Not stored: a connection is sent `error`, the API told why.
+    fn not_stored(self, why: NotStored, error: &hub::Frame) {
+        match self {
+            Origin::Connection(sender) => {
+                sender.push(error);
+                sender.answered();
+            }
+            Origin::Api(reply) => {
+                let _ = reply.send(Err(why));
+            }
+        }
     }
 }

@@ -4,9 +4,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chat_proto::{parse_client_frame, ClientEvent, ErrorCode, ProtoError, RoomId, ServerEvent};
+use chat_proto::{
+    parse_client_frame, ClientEvent, ErrorCode, MessageKind, ProtoError, RoomId, ServerEvent,
+};
 
 use crate::hub::{self, ConnHandle, Frame, Push};
+use crate::sequencer::Origin;
 use crate::state::Shared;
 use crate::store::{NewMessage, StoreError};
 
@@ -204,7 +207,7 @@ impl Session {
         loop {
             let before = through;
             for message in page.iter().take_while(|m| m.seq <= last_seq) {
-                if !self.send(hub::frame(&ServerEvent::Message(message))).await {
+                if !self.send(hub::frame(&ServerEvent::stored(message))).await {
                     return Ok(through);
                 }
                 through = message.seq;
@@ -331,9 +334,11 @@ impl Session {
             message,
             timestamp_ms: chat_proto::time::now_millis(),
             client_id,
+            kind: MessageKind::User,
         };
         self.conn.expect_answer();
-        if self.shared.sequencer.submit(new, self.conn.clone()).await {
+        let origin = Origin::Connection(self.conn.clone());
+        if self.shared.sequencer.submit(new, origin).await {
             Ok(())
         } else {
             self.conn.answered();

@@ -29,6 +29,7 @@ async fn seed(db: &TestDb, room: &str, texts: impl IntoIterator<Item = String>) 
             message,
             timestamp_ms: chat_proto::time::now_millis(),
             client_id: None,
+            kind: chat_proto::MessageKind::User,
         })
         .collect();
     for row in store.append(batch).await.unwrap() {

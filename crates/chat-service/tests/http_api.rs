@@ -78,12 +78,20 @@ async fn system_messages_reach_the_room() {
             .unwrap(),
     )
     .await;
-    assert_eq!((status, body), (200, json!({"delivered": 2})));
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["delivered"].clone(), body["seq"].clone()),
+        (json!(2), json!(1))
+    );
     for client in [&mut ann, &mut ann_tab] {
         let system = client.expect("chat.system").await;
         assert_eq!(system["roomId"], "room123");
         assert_eq!(system["message"], "Server maintenance in 5 minutes");
         assert!(system["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(
+            (system["id"].clone(), system["seq"].clone()),
+            (body["id"].clone(), json!(1))
+        );
     }
     bob.expect_silence(std::time::Duration::from_millis(200))
         .await;
@@ -97,7 +105,7 @@ async fn system_messages_reach_the_room() {
             .unwrap(),
     )
     .await;
-    assert_eq!((status, body), (200, json!({"delivered": 0})));
+    assert_eq!((status, body["delivered"].clone()), (200, json!(0)));
 }
 
 #[tokio::test]

@@ -302,6 +302,7 @@ async fn retention_prunes_old_messages(db: TestDb) {
         message: format!("m{n}"),
         timestamp_ms: now - age_days * 86_400_000,
         client_id: None,
+        kind: chat_proto::MessageKind::User,
     };
     let stored = store
         .append(vec![message(1, 40), message(2, 31), message(3, 1)])
@@ -341,6 +342,7 @@ async fn a_refused_row_fails_alone(db: TestDb) {
         message: format!("text of {id}"),
         timestamp_ms: chat_proto::time::now_millis(),
         client_id: None,
+        kind: chat_proto::MessageKind::User,
     };
     let first = store.append(vec![message("taken", &a)]).await.unwrap();
     assert_eq!(first[0].as_ref().unwrap().message.seq, 1);
@@ -392,6 +394,7 @@ async fn a_nul_fails_alone_on_postgres() {
         message: text.to_owned(),
         timestamp_ms: chat_proto::time::now_millis(),
         client_id: None,
+        kind: chat_proto::MessageKind::User,
     };
     let batch = vec![
         message(0, "before"),
@@ -420,6 +423,7 @@ async fn close_commits_queued_writes_then_refuses(db: TestDb) {
         message: format!("m{n}"),
         timestamp_ms: chat_proto::time::now_millis(),
         client_id: None,
+        kind: chat_proto::MessageKind::User,
     };
     // Polled in order: each write is queued before close is (ten fit in the
     // writer's queue without waiting).

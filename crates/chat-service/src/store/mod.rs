@@ -13,7 +13,7 @@ mod sql;
 
 use std::sync::Arc;
 
-use chat_proto::{ChatMessage, Receipt, RoomId};
+use chat_proto::{ChatMessage, MessageKind, Receipt, RoomId};
 
 pub(crate) use memory::MemoryStore;
 pub(crate) use sql::SqlStore;
@@ -29,6 +29,7 @@ pub struct NewMessage {
     pub timestamp_ms: i64,
     /// The sender's own id for the message, if it gave one.
     pub client_id: Option<String>,
+    pub kind: MessageKind,
 }
 
 /// How long a `clientId` is remembered: a resend within this window is
@@ -46,6 +47,7 @@ impl NewMessage {
             message: self.message.clone(),
             timestamp_ms: self.timestamp_ms,
             client_id: self.client_id.clone(),
+            kind: self.kind,
         }
     }
 }

@@ -234,6 +234,10 @@ pub(super) fn message_from_row(row: &AnyRow) -> Result<ChatMessage, StoreError> 
         message: row.try_get("message")?,
         timestamp_ms: row.try_get("created_at_ms")?,
         client_id: row.try_get("client_id")?,
+        kind: row
+            .try_get::<String, _>("kind")?
+            .parse()
+            .map_err(|_| sqlx::Error::Decode("unknown message kind".into()))?,
     })
 }
 

@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::sync::LazyLock;
 
 pub(super) const COLUMNS: &str =
-    "room_id, seq, id, user_id, username, message, created_at_ms, client_id";
+    "room_id, seq, id, user_id, username, message, created_at_ms, client_id, kind";
 
 /// How a statement names its parameters. PostgreSQL needs `$n`. SQLite
 /// accepts `$n` too, but sqlx then looks each name up, which SQLite does in
@@ -40,7 +40,7 @@ impl Statement {
     fn columns(self) -> usize {
         match self {
             Statement::Reserve => 2,
-            Statement::Insert => 8,
+            Statement::Insert => 9,
         }
     }
 
@@ -134,6 +134,6 @@ mod tests {
              RETURNING room_id, last_seq"
         );
         assert!(statement(Statement::Insert, 1, Placeholders::Anonymous)
-            .ends_with("VALUES (?,?,?,?,?,?,?,?)"));
+            .ends_with("VALUES (?,?,?,?,?,?,?,?,?)"));
     }
 }

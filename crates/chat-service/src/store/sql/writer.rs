@@ -361,7 +361,8 @@ async fn append(
                 .bind(&*m.username)
                 .bind(m.message.as_str())
                 .bind(m.timestamp_ms)
-                .bind(m.client_id.as_deref());
+                .bind(m.client_id.as_deref())
+                .bind(m.kind.as_str());
         }
         insert.execute(&mut *tx).await?;
         rest = tail;
