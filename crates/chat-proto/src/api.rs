@@ -37,6 +37,27 @@ pub struct SystemMessageRequest {
     pub message: String,
 }
 
+/// Answer of `POST /send-system-message`: stored with `id` and `seq`, and
+/// how many connections it reached.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SystemMessageResponse {
+    pub delivered: usize,
+    pub id: String,
+    pub seq: u64,
+}
+
+/// Answer of `DELETE /rooms/{roomId}/messages/{messageId}` (moderation):
+/// the deletion's `seq` in the room.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletedResponse {
+    pub room_id: String,
+    pub message_id: String,
+    pub seq: u64,
+    pub delivered: usize,
+}
+
 /// `GET /stats`
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

@@ -43,6 +43,13 @@ impl RoomId {
     }
 }
 
+/// Rooms are found by their text: a `RoomId` hashes and compares as it.
+impl std::borrow::Borrow<str> for RoomId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for RoomId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -91,6 +98,25 @@ pub enum ClientEvent {
     Receipts {
         room_id: RoomId,
     },
+    /// The author replaces a message's text.
+    Edit {
+        room_id: RoomId,
+        message_id: MessageId,
+        /// Checked like a new message's text.
+        message: String,
+    },
+    /// The author deletes a message.
+    Delete {
+        room_id: RoomId,
+        message_id: MessageId,
+    },
+    /// Adds (`added`) or removes the user's reaction to a message.
+    React {
+        room_id: RoomId,
+        message_id: MessageId,
+        emoji: String,
+        added: bool,
+    },
 }
 
 impl ClientEvent {
@@ -108,6 +134,10 @@ impl ClientEvent {
             ClientEvent::History { .. } => EventKind::History,
             ClientEvent::Read { .. } => EventKind::Read,
             ClientEvent::Receipts { .. } => EventKind::Receipts,
+            ClientEvent::Edit { .. } => EventKind::Edit,
+            ClientEvent::Delete { .. } => EventKind::Delete,
+            ClientEvent::React { added: true, .. } => EventKind::React,
+            ClientEvent::React { added: false, .. } => EventKind::Unreact,
         }
     }
 }
@@ -139,6 +169,14 @@ pub enum EventKind {
     Read,
     #[strum(serialize = "chat.receipts")]
     Receipts,
+    #[strum(serialize = "chat.edit")]
+    Edit,
+    #[strum(serialize = "chat.delete")]
+    Delete,
+    #[strum(serialize = "chat.react")]
+    React,
+    #[strum(serialize = "chat.unreact")]
+    Unreact,
 }
 
 impl EventKind {
@@ -289,6 +327,119 @@ impl EventData for ReceiptsData {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EditData {
+    room_id: Option<Loose<String>>,
+    message_id: Option<Loose<String>>,
+    message: Option<Loose<String>>,
+}
+
+impl EventData for EditData {
+    fn validate(self, limits: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        Ok(ClientEvent::Edit {
+            room_id: room_id(self.room_id, limits)?,
+            message_id: message_id(self.message_id)?,
+            message: message_field(self.message, limits)?,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeleteData {
+    room_id: Option<Loose<String>>,
+    message_id: Option<Loose<String>>,
+}
+
+impl EventData for DeleteData {
+    fn validate(self, limits: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        Ok(ClientEvent::Delete {
+            room_id: room_id(self.room_id, limits)?,
+            message_id: message_id(self.message_id)?,
+        })
+    }
+}
+
+/// `chat.react` (`ADDED`) and `chat.unreact` share their data.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReactData<const ADDED: bool> {
+    room_id: Option<Loose<String>>,
+    message_id: Option<Loose<String>>,
+    emoji: Option<Loose<String>>,
+}
+
+impl<const ADDED: bool> EventData for ReactData<ADDED> {
+    fn validate(self, limits: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        Ok(ClientEvent::React {
+            room_id: room_id(self.room_id, limits)?,
+            message_id: message_id(self.message_id)?,
+            emoji: emoji(self.emoji)?,
+            added: ADDED,
+        })
+    }
+}
+
+/// Longest message id a client may name, in characters (ours are 36).
+pub const MAX_MESSAGE_ID_CHARS: usize = 128;
+
+/// A message id as a client names it: 1-128 characters, no control
+/// characters. Whether such a message exists is the store's question.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MessageId(String);
+
+impl MessageId {
+    pub fn parse(raw: String) -> Result<MessageId, ProtoError> {
+        if raw.is_empty()
+            || raw.chars().count() > MAX_MESSAGE_ID_CHARS
+            || raw.chars().any(char::is_control)
+        {
+            return Err(invalid_format(format!(
+                "messageId must be a string of 1-{MAX_MESSAGE_ID_CHARS} characters"
+            )));
+        }
+        Ok(MessageId(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+fn message_id(field: Option<Loose<String>>) -> Result<MessageId, ProtoError> {
+    match field {
+        Some(Loose::Valid(raw)) => MessageId::parse(raw),
+        _ => Err(invalid_format("messageId is required and must be a string")),
+    }
+}
+
+/// Most distinct emoji one message may carry.
+pub const MAX_DISTINCT_REACTIONS: usize = 20;
+
+/// Longest reaction, in bytes of UTF-8 (a family emoji with skin tones
+/// is 25).
+pub const MAX_EMOJI_BYTES: usize = 32;
+
+fn emoji(field: Option<Loose<String>>) -> Result<String, ProtoError> {
+    match field {
+        Some(Loose::Valid(emoji))
+            if !emoji.is_empty()
+                && emoji.len() <= MAX_EMOJI_BYTES
+                && !emoji.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            Ok(emoji)
+        }
+        _ => Err(invalid_format(format!(
+            "emoji must be a string of 1-{MAX_EMOJI_BYTES} bytes without whitespace or control characters"
+        ))),
+    }
+}
+
 fn invalid_format(message: impl Into<String>) -> ProtoError {
     ProtoError::new(ErrorCode::InvalidFormat, message)
 }
@@ -321,6 +472,10 @@ pub fn parse_client_frame(text: &str, limits: &ProtoLimits) -> Result<ClientEven
         EventKind::History => validated::<HistoryData>(data, limits),
         EventKind::Read => validated::<ReadData>(data, limits),
         EventKind::Receipts => validated::<ReceiptsData>(data, limits),
+        EventKind::Edit => validated::<EditData>(data, limits),
+        EventKind::Delete => validated::<DeleteData>(data, limits),
+        EventKind::React => validated::<ReactData<true>>(data, limits),
+        EventKind::Unreact => validated::<ReactData<false>>(data, limits),
     }
 }
 

@@ -1,8 +1,11 @@
 use serde::Serialize;
 
 /// Machine-readable reason carried in every `error` event as `code`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, strum::IntoStaticStr, strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
     InvalidFormat,
     UnknownEvent,
@@ -17,35 +20,20 @@ pub enum ErrorCode {
     Unavailable,
     /// The gateway dropped a frame over the sender's rate limit.
     RateLimited,
+    /// Only the author (or a moderator) may do that.
+    Forbidden,
+    /// No such message in that room (or it was deleted).
+    NotFound,
+    /// The message already has the most distinct reactions it may have.
+    TooManyReactions,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 10] = [
-        ErrorCode::InvalidFormat,
-        ErrorCode::UnknownEvent,
-        ErrorCode::InvalidRoom,
-        ErrorCode::InvalidMessage,
-        ErrorCode::MessageTooLong,
-        ErrorCode::NotInRoom,
-        ErrorCode::TooManyRooms,
-        ErrorCode::StoreUnavailable,
-        ErrorCode::Unavailable,
-        ErrorCode::RateLimited,
-    ];
+    /// Every code, for metrics and tests.
+    pub const ALL: &'static [ErrorCode] = <ErrorCode as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidFormat => "invalid_format",
-            ErrorCode::UnknownEvent => "unknown_event",
-            ErrorCode::InvalidRoom => "invalid_room",
-            ErrorCode::InvalidMessage => "invalid_message",
-            ErrorCode::MessageTooLong => "message_too_long",
-            ErrorCode::NotInRoom => "not_in_room",
-            ErrorCode::TooManyRooms => "too_many_rooms",
-            ErrorCode::StoreUnavailable => "store_unavailable",
-            ErrorCode::Unavailable => "unavailable",
-            ErrorCode::RateLimited => "rate_limited",
-        }
+        self.into()
     }
 }
 
@@ -63,5 +51,21 @@ impl ProtoError {
             code,
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialize_as_their_names() {
+        for code in ErrorCode::ALL {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::Value::from(code.as_str())
+            );
+        }
+        assert_eq!(ErrorCode::TooManyReactions.as_str(), "too_many_reactions");
     }
 }

@@ -24,7 +24,10 @@ pub mod limits;
 pub mod server;
 pub mod time;
 
-pub use client::{parse_client_frame, ClientEvent, RoomId};
+pub use client::{parse_client_frame, ClientEvent, MessageId, RoomId};
 pub use error::{ErrorCode, ProtoError};
 pub use limits::ProtoLimits;
-pub use server::{ChatMessage, MessageKind, Receipt, ServerEvent};
+pub use server::{
+    ChatMessage, MessageDeletion, MessageEdit, MessageKind, ReactionChange, ReactionSummary,
+    Receipt, RoomEvent, ServerEvent,
+};

@@ -10,7 +10,8 @@ use crate::error::ErrorCode;
 use crate::time::iso_millis;
 
 /// A chat message as stored and delivered. Its JSON form is the `data` of a
-/// `chat.message` event and the items of a `chat.history` page.
+/// `chat.message` event and the items of a `chat.history` page; it shows
+/// the message's current state (edited, deleted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatMessage {
     pub id: String,
@@ -18,11 +19,18 @@ pub struct ChatMessage {
     pub room_id: String,
     pub user_id: Arc<str>,
     pub username: Arc<str>,
+    /// Empty once deleted: a deleted message's text is erased.
     pub message: String,
     pub timestamp_ms: i64,
     /// The sender's own id for the message, when it gave one.
     pub client_id: Option<String>,
     pub kind: MessageKind,
+    /// When its text was last replaced.
+    pub edited_at_ms: Option<i64>,
+    pub deleted: bool,
+    /// Who reacted how; history items carry it (an empty list included),
+    /// live messages do not (they have none yet).
+    pub reactions: Option<Vec<ReactionSummary>>,
 }
 
 /// Who a stored message is from: a user, or the application (the internal
@@ -41,21 +49,54 @@ impl MessageKind {
     }
 }
 
+/// One emoji's reactions to a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReactionSummary {
+    pub emoji: String,
+    pub count: u64,
+    /// The first [`MAX_REACTION_USERS`] who reacted so, in order.
+    pub user_ids: Vec<String>,
+}
+
+/// Most user ids a [`ReactionSummary`] lists.
+pub const MAX_REACTION_USERS: usize = 50;
+
 impl Serialize for ChatMessage {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.deleted {
+            // What remains of a deleted message: where it was, and whose.
+            let mut data = serializer.serialize_struct("DeletedMessage", 6)?;
+            data.serialize_field("id", &self.id)?;
+            data.serialize_field("seq", &self.seq)?;
+            data.serialize_field("roomId", &self.room_id)?;
+            if self.kind == MessageKind::System {
+                data.serialize_field("type", "system")?;
+            } else {
+                data.serialize_field("userId", &*self.user_id)?;
+            }
+            data.serialize_field("deleted", &true)?;
+            return data.end();
+        }
         if self.kind == MessageKind::System {
             // As `chat.system` has it, with what makes it durable.
-            let mut data = serializer.serialize_struct("SystemMessage", 6)?;
+            let mut data = serializer.serialize_struct("SystemMessage", 7)?;
             data.serialize_field("roomId", &self.room_id)?;
             data.serialize_field("message", &self.message)?;
             data.serialize_field("timestamp", &iso_millis(self.timestamp_ms))?;
             data.serialize_field("id", &self.id)?;
             data.serialize_field("seq", &self.seq)?;
             data.serialize_field("type", "system")?;
+            if let Some(reactions) = &self.reactions {
+                data.serialize_field("reactions", reactions)?;
+            }
             return data.end();
         }
         // The seed's field order first, additions after it.
-        let fields = 7 + usize::from(self.client_id.is_some());
+        let fields = 7
+            + usize::from(self.client_id.is_some())
+            + usize::from(self.edited_at_ms.is_some())
+            + usize::from(self.reactions.is_some());
         let mut data = serializer.serialize_struct("ChatMessage", fields)?;
         data.serialize_field("roomId", &self.room_id)?;
         data.serialize_field("userId", &*self.user_id)?;
@@ -67,7 +108,153 @@ impl Serialize for ChatMessage {
         if let Some(client_id) = &self.client_id {
             data.serialize_field("clientId", client_id)?;
         }
+        if let Some(edited_at_ms) = self.edited_at_ms {
+            data.serialize_field("editedAt", &iso_millis(edited_at_ms))?;
+        }
+        if let Some(reactions) = &self.reactions {
+            data.serialize_field("reactions", reactions)?;
+        }
         data.end()
+    }
+}
+
+/// An author replaced a message's text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageEdit {
+    pub room_id: String,
+    pub message_id: String,
+    /// Empty in a replay once the message was deleted.
+    pub message: String,
+    #[serde(rename = "editedAt", serialize_with = "iso_field")]
+    pub edited_at_ms: i64,
+    pub user_id: Arc<str>,
+    pub seq: u64,
+}
+
+/// A message was deleted, by its author or (`userId` "system") a moderator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageDeletion {
+    pub room_id: String,
+    pub message_id: String,
+    pub user_id: Arc<str>,
+    pub seq: u64,
+}
+
+/// A user added or removed a reaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReactionChange {
+    pub room_id: String,
+    pub message_id: String,
+    pub emoji: String,
+    pub user_id: Arc<str>,
+    pub added: bool,
+    pub seq: u64,
+}
+
+fn iso_field<S: Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&iso_millis(*ms))
+}
+
+/// Everything a room's members see happen in it. Durable events are
+/// stored in the room's log and carry its next `seq`; passing ones
+/// (typing, arrivals and departures, read markers) are not stored and
+/// take no `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// A user's message, or the application's system message.
+    Message(ChatMessage),
+    Edited(MessageEdit),
+    Deleted(MessageDeletion),
+    Reaction(ReactionChange),
+    Typing {
+        room_id: String,
+        user_id: Arc<str>,
+        username: Arc<str>,
+        is_typing: bool,
+    },
+    UserJoined {
+        room_id: String,
+        user_id: Arc<str>,
+    },
+    UserLeft {
+        room_id: String,
+        user_id: Arc<str>,
+    },
+    Read {
+        room_id: String,
+        user_id: Arc<str>,
+        seq: u64,
+    },
+}
+
+impl RoomEvent {
+    /// The room's `seq` of a durable event; `None` for a passing one.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            RoomEvent::Message(message) => Some(message.seq),
+            RoomEvent::Edited(edit) => Some(edit.seq),
+            RoomEvent::Deleted(deletion) => Some(deletion.seq),
+            RoomEvent::Reaction(change) => Some(change.seq),
+            RoomEvent::Typing { .. }
+            | RoomEvent::UserJoined { .. }
+            | RoomEvent::UserLeft { .. }
+            | RoomEvent::Read { .. } => None,
+        }
+    }
+
+    pub fn room_id(&self) -> &str {
+        match self {
+            RoomEvent::Message(message) => &message.room_id,
+            RoomEvent::Edited(edit) => &edit.room_id,
+            RoomEvent::Deleted(deletion) => &deletion.room_id,
+            RoomEvent::Reaction(change) => &change.room_id,
+            RoomEvent::Typing { room_id, .. }
+            | RoomEvent::UserJoined { room_id, .. }
+            | RoomEvent::UserLeft { room_id, .. }
+            | RoomEvent::Read { room_id, .. } => room_id,
+        }
+    }
+
+    /// The event as it goes on the wire.
+    pub fn as_server_event(&self) -> ServerEvent<'_> {
+        match self {
+            RoomEvent::Message(message) => ServerEvent::stored(message),
+            RoomEvent::Edited(edit) => ServerEvent::Edited(edit),
+            RoomEvent::Deleted(deletion) => ServerEvent::Deleted(deletion),
+            RoomEvent::Reaction(change) => ServerEvent::Reaction(change),
+            RoomEvent::Typing {
+                room_id,
+                user_id,
+                username,
+                is_typing,
+            } => ServerEvent::Typing {
+                user_id,
+                username,
+                is_typing: *is_typing,
+                room_id,
+            },
+            RoomEvent::UserJoined { room_id, user_id } => {
+                ServerEvent::UserJoined { user_id, room_id }
+            }
+            RoomEvent::UserLeft { room_id, user_id } => ServerEvent::UserLeft { user_id, room_id },
+            RoomEvent::Read {
+                room_id,
+                user_id,
+                seq,
+            } => ServerEvent::Read {
+                room_id,
+                user_id,
+                seq: *seq,
+            },
+        }
+    }
+
+    /// The frame's text, encoded once for every recipient.
+    pub fn to_frame(&self) -> String {
+        self.as_server_event().to_frame()
     }
 }
 
@@ -148,6 +335,12 @@ pub enum ServerEvent<'a> {
     /// A system message: `{roomId, message, timestamp, id, seq, type}`.
     #[serde(rename = "chat.system")]
     System(&'a ChatMessage),
+    #[serde(rename = "chat.edited")]
+    Edited(&'a MessageEdit),
+    #[serde(rename = "chat.deleted")]
+    Deleted(&'a MessageDeletion),
+    #[serde(rename = "chat.reaction")]
+    Reaction(&'a ReactionChange),
     /// A user read the room up to `seq`. Not part of the `seq` log.
     #[serde(rename = "chat.read", rename_all = "camelCase")]
     Read {
@@ -210,6 +403,9 @@ mod tests {
             timestamp_ms: 1_763_373_600_000,
             client_id: None,
             kind: MessageKind::User,
+            edited_at_ms: None,
+            deleted: false,
+            reactions: None,
         };
         assert_eq!(
             parsed(ServerEvent::Message(&message)),
@@ -232,6 +428,9 @@ mod tests {
             timestamp_ms: 0,
             client_id: None,
             kind: MessageKind::User,
+            edited_at_ms: None,
+            deleted: false,
+            reactions: None,
         };
         // U+0001 encodes as six bytes.
         let heavy = "\u{1}".repeat(1000);
@@ -268,6 +467,9 @@ mod tests {
             timestamp_ms: 0,
             client_id: None,
             kind: MessageKind::System,
+            edited_at_ms: None,
+            deleted: false,
+            reactions: None,
         };
         assert_eq!(
             parsed(ServerEvent::stored(&system)),

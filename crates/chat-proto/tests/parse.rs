@@ -274,7 +274,8 @@ fn every_event_name_parses_to_its_own_kind() {
     use strum::IntoEnumIterator;
     for kind in EventKind::iter() {
         let frame = serde_json::json!({"event": kind.name(), "data": {
-            "roomId": "r", "message": "hi", "isTyping": false, "seq": 1}});
+            "roomId": "r", "message": "hi", "isTyping": false, "seq": 1,
+            "messageId": "m1", "emoji": "👍"}});
         let event = parse(&frame.to_string());
         assert_eq!(event.kind(), kind, "{}", kind.name());
         assert_eq!(event.name(), kind.name());
@@ -312,4 +313,82 @@ fn client_ids_are_kept_and_checked() {
 
 fn json_str(text: &str) -> String {
     serde_json::Value::from(text).to_string()
+}
+
+#[test]
+fn edits_deletes_and_reactions_name_a_message() {
+    match parse(
+        r#"{"event":"chat.edit","data":{"roomId":"r","messageId":"m1","message":"  new  "}}"#,
+    ) {
+        ClientEvent::Edit {
+            message_id,
+            message,
+            ..
+        } => {
+            assert_eq!(message_id.as_str(), "m1");
+            assert_eq!(message, "new", "edits follow the text rules of messages");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        parse(r#"{"event":"chat.unreact","data":{"roomId":"r","messageId":"m1","emoji":"👨‍👩‍👧‍👦"}}"#),
+        ClientEvent::React { added: false, .. }
+    ));
+    assert_eq!(
+        code_of(r#"{"event":"chat.edit","data":{"roomId":"r","messageId":"m1","message":" "}}"#),
+        ErrorCode::InvalidMessage
+    );
+    assert_eq!(
+        code_of(
+            r#"{"event":"chat.edit","data":{"roomId":"r","messageId":"m1","message":"a\u0000"}}"#
+        ),
+        ErrorCode::InvalidMessage
+    );
+    let long_id = "m".repeat(129);
+    for bad_id in ["", "a\nb", long_id.as_str()] {
+        let frame =
+            format!(r#"{{"event":"chat.delete","data":{{"roomId":"r","messageId":"{bad_id}"}}}}"#);
+        assert_eq!(code_of(&frame), ErrorCode::InvalidFormat, "{frame}");
+    }
+    assert_eq!(
+        code_of(r#"{"event":"chat.delete","data":{"roomId":"r","messageId":7}}"#),
+        ErrorCode::InvalidFormat
+    );
+    assert_eq!(
+        code_of(r#"{"event":"chat.delete","data":{"messageId":"m1"}}"#),
+        ErrorCode::InvalidRoom
+    );
+}
+
+#[test]
+fn emoji_are_short_and_have_no_spaces() {
+    let react = |emoji: &str| {
+        format!(
+            r#"{{"event":"chat.react","data":{{"roomId":"r","messageId":"m1","emoji":{}}}}}"#,
+            serde_json::to_string(emoji).unwrap()
+        )
+    };
+    for good in ["👍", "+1", "🏳️‍🌈", &"x".repeat(32)] {
+        assert!(
+            matches!(parse(&react(good)), ClientEvent::React { added: true, ref emoji, .. } if emoji == good),
+            "{good}"
+        );
+    }
+    for bad in [
+        "",
+        " ",
+        "👍 ",
+        "a\tb",
+        "\u{7}",
+        "\u{a0}",
+        &"x".repeat(33),
+        "😀😀😀😀😀😀😀😀😀",
+    ] {
+        let frame = react(bad);
+        assert_eq!(code_of(&frame), ErrorCode::InvalidFormat, "{bad:?}");
+    }
+    assert_eq!(
+        code_of(r#"{"event":"chat.react","data":{"roomId":"r","messageId":"m1"}}"#),
+        ErrorCode::InvalidFormat
+    );
 }

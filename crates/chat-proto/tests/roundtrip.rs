@@ -4,11 +4,14 @@
 
 use std::sync::Arc;
 
+use chat_proto::client::EventKind;
 use chat_proto::{
-    parse_client_frame, ChatMessage, ClientEvent, ErrorCode, ProtoLimits, RoomId, ServerEvent,
+    parse_client_frame, ChatMessage, ClientEvent, ErrorCode, MessageId, ProtoLimits, RoomId,
+    ServerEvent,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
+use strum::IntoEnumIterator;
 
 fn limits() -> ProtoLimits {
     ProtoLimits::default()
@@ -70,7 +73,30 @@ fn client_event() -> impl Strategy<Value = ClientEvent> {
         ),
         (room(), any::<u64>()).prop_map(|(room_id, seq)| ClientEvent::Read { room_id, seq }),
         room().prop_map(|room_id| ClientEvent::Receipts { room_id }),
+        (room(), message_id(), message_text()).prop_map(|(room_id, message_id, message)| {
+            ClientEvent::Edit {
+                room_id,
+                message_id,
+                message,
+            }
+        }),
+        (room(), message_id()).prop_map(|(room_id, message_id)| ClientEvent::Delete {
+            room_id,
+            message_id
+        }),
+        (room(), message_id(), "[😀👍🎉a-z+]{1,8}", any::<bool>()).prop_map(
+            |(room_id, message_id, emoji, added)| ClientEvent::React {
+                room_id,
+                message_id,
+                emoji,
+                added,
+            }
+        ),
     ]
+}
+
+fn message_id() -> impl Strategy<Value = MessageId> {
+    "[!-~]{1,128}".prop_map(|id| MessageId::parse(id).unwrap())
 }
 
 /// The frame a client would send for `event`.
@@ -110,6 +136,30 @@ fn client_frame(event: &ClientEvent) -> String {
             ("chat.read", json!({"roomId": room_id.as_str(), "seq": seq}))
         }
         ClientEvent::Receipts { room_id } => ("chat.receipts", json!({"roomId": room_id.as_str()})),
+        ClientEvent::Edit {
+            room_id,
+            message_id,
+            message,
+        } => (
+            "chat.edit",
+            json!({"roomId": room_id.as_str(), "messageId": message_id.as_str(), "message": message}),
+        ),
+        ClientEvent::Delete {
+            room_id,
+            message_id,
+        } => (
+            "chat.delete",
+            json!({"roomId": room_id.as_str(), "messageId": message_id.as_str()}),
+        ),
+        ClientEvent::React {
+            room_id,
+            message_id,
+            emoji,
+            added,
+        } => (
+            if *added { "chat.react" } else { "chat.unreact" },
+            json!({"roomId": room_id.as_str(), "messageId": message_id.as_str(), "emoji": emoji}),
+        ),
     };
     let mut data = data;
     // An absent optional field is left out, as clients do.
@@ -135,7 +185,10 @@ proptest! {
 
     #[test]
     fn parser_survives_arbitrary_data_objects(
-        event in prop_oneof![Just("chat.read".to_owned()), Just("chat.receipts".to_owned()), Just("chat.join".to_owned()), Just("chat.leave".to_owned()), Just("chat.message".to_owned()), Just("chat.typing".to_owned()), Just("chat.history".to_owned()), "[a-z.]{0,12}"],
+        event in prop_oneof![
+            proptest::sample::select(EventKind::iter().map(|kind| kind.name().to_owned()).collect::<Vec<_>>()),
+            "[a-z.]{0,12}",
+        ],
         data in arbitrary_json(),
     ) {
         let frame = json!({"event": event, "data": data}).to_string();
@@ -163,6 +216,9 @@ proptest! {
             timestamp_ms,
             client_id: (seq % 2 == 0).then(|| name.clone()),
             kind: chat_proto::MessageKind::User,
+            edited_at_ms: None,
+            deleted: false,
+            reactions: None,
         };
         let frame: Value = serde_json::from_str(&ServerEvent::Message(&message).to_frame()).unwrap();
         prop_assert_eq!(&frame["event"], "chat.message");

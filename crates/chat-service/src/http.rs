@@ -12,27 +12,28 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chat_edge::ConnectionSlot;
 use chat_proto::api::{
-    valid_user_id, HistoryQuery, HistoryResponse, ReceiptsResponse, StatsResponse,
-    SystemMessageRequest, INTERNAL_KEY_HEADER, USERNAME_HEADER, USER_ID_HEADER,
+    valid_user_id, DeletedResponse, HistoryQuery, HistoryResponse, ReceiptsResponse, StatsResponse,
+    SystemMessageRequest, SystemMessageResponse, INTERNAL_KEY_HEADER, USERNAME_HEADER,
+    USER_ID_HEADER,
 };
-use chat_proto::{MessageKind, ProtoError, RoomId};
+use chat_proto::{ErrorCode, MessageId, MessageKind, ProtoError, RoomEvent, RoomId};
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::sequencer::{Delivered, NotStored, Origin};
-use crate::session::Identity;
+use crate::session::{new_id, Identity};
 use crate::state::Shared;
-use crate::store::NewMessage;
-
-/// The user id system messages are stored under; their kind, not this id,
-/// is what sets them apart (a user may be called "system" too).
-const SYSTEM_USER: &str = "system";
+use crate::store::{Actor, NewDeletion, NewEvent, NewMessage, Refusal, MODERATOR_USER};
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/ws", get(websocket))
         .route("/send-system-message", post(system_message))
+        .route(
+            "/rooms/{room_id}/messages/{message_id}",
+            axum::routing::delete(delete_message),
+        )
         .route("/stats", get(stats))
         .route("/api/rooms/{room_id}/messages", get(history))
         .route("/api/rooms/{room_id}/receipts", get(receipts))
@@ -198,7 +199,7 @@ async fn system_message(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     body: Result<Json<SystemMessageRequest>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SystemMessageResponse>, ApiError> {
     authorize(&shared, &headers)?;
     let Json(body) = body.map_err(|rejection| ApiError::BadBody(rejection.body_text()))?;
     let limits = &shared.config.limits.proto;
@@ -208,29 +209,68 @@ async fn system_message(
     // Stored like a user's message, taking the room's next seq: members
     // who were away get it in recovery and history.
     let new = NewMessage {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: new_id(),
         room_id,
-        user_id: SYSTEM_USER.into(),
-        username: SYSTEM_USER.into(),
+        user_id: MODERATOR_USER.into(),
+        username: MODERATOR_USER.into(),
         message,
         timestamp_ms: chat_proto::time::now_millis(),
         client_id: None,
         kind: MessageKind::System,
     };
+    let Delivered { event, reached } = submit(&shared, NewEvent::Message(new)).await?;
+    let RoomEvent::Message(message) = event else {
+        unreachable!("a message is stored as a message");
+    };
+    Ok(Json(SystemMessageResponse {
+        delivered: reached,
+        id: message.id,
+        seq: message.seq,
+    }))
+}
+
+/// Moderation: deletes any message, shown to the room as deleted by
+/// `system`.
+async fn delete_message(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((room_id, message_id)): Path<(String, String)>,
+) -> Result<Json<DeletedResponse>, ApiError> {
+    authorize(&shared, &headers)?;
+    let room_id =
+        RoomId::parse(&room_id, &shared.config.limits.proto).map_err(ApiError::Invalid)?;
+    let message_id = MessageId::parse(message_id).map_err(ApiError::Invalid)?;
+    let deletion = NewDeletion {
+        id: new_id(),
+        room_id,
+        message_id: message_id.into_string(),
+        by: Actor::Moderator,
+        at_ms: chat_proto::time::now_millis(),
+    };
+    let Delivered { event, reached } = submit(&shared, NewEvent::Delete(deletion)).await?;
+    let RoomEvent::Deleted(deletion) = event else {
+        unreachable!("a deletion is stored as a deletion");
+    };
+    Ok(Json(DeletedResponse {
+        room_id: deletion.room_id,
+        message_id: deletion.message_id,
+        seq: deletion.seq,
+        delivered: reached,
+    }))
+}
+
+/// Commits an event from the internal API and waits for the outcome.
+async fn submit(shared: &Shared, event: NewEvent) -> Result<Delivered, ApiError> {
     let (reply, outcome) = tokio::sync::oneshot::channel();
-    if !shared.sequencer.submit(new, Origin::Api(reply)).await {
+    if !shared.sequencer.submit(event, Origin::Api(reply)).await {
         return Err(ApiError::ShuttingDown);
     }
     match outcome.await {
-        Ok(Ok(Delivered { message, reached })) => Ok(Json(json!({
-            "delivered": reached,
-            "id": message.id,
-            "seq": message.seq,
-        }))),
-        Ok(Err(NotStored::Refused)) => Err(ApiError::Invalid(ProtoError::new(
-            chat_proto::ErrorCode::InvalidMessage,
-            "the message store refused this message",
-        ))),
+        Ok(Ok(delivered)) => Ok(delivered),
+        Ok(Err(NotStored::Refused(Refusal::Rejected(_)))) => Err(ApiError::Invalid(
+            ProtoError::new(ErrorCode::InvalidMessage, "the message store refused it"),
+        )),
+        Ok(Err(NotStored::Refused(_))) => Err(ApiError::NotFound),
         Ok(Err(NotStored::Unavailable)) => Err(ApiError::Store),
         Err(_) => Err(ApiError::ShuttingDown),
     }

@@ -22,6 +22,7 @@
 
 mod config;
 mod connection;
+mod delivery;
 mod error;
 mod http;
 mod hub;
@@ -69,7 +70,8 @@ pub async fn run(
         .unwrap_or_else(metrics::install_recorder);
     let metrics = Arc::new(Metrics::new());
     let hub = Arc::new(Hub::new(metrics.clone()));
-    let (sequencer, writer) = Sequencer::start(store.clone(), hub.clone(), metrics.clone());
+    let bus: Arc<dyn delivery::Delivery> = hub.clone();
+    let (sequencer, writer) = Sequencer::start(store.clone(), bus.clone(), metrics.clone());
     let retention = config
         .message_retention_days
         .map(|days| tokio::spawn(prune_forever(store.clone(), days)));
@@ -77,6 +79,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         config,
         hub,
+        bus,
         store: store.clone(),
         sequencer,
         metrics,

@@ -1,49 +1,51 @@
-//! The single writer: takes accepted messages in arrival order, commits
-//! them in batches (group commit), and only then delivers them. One writer
-//! per process gives each room one order, so `seq`s reach members
-//! increasing and without gaps, and messages from one connection keep the
+//! The single writer: takes accepted durable events (messages, edits,
+//! deletions, reactions) in arrival order, commits them in batches (group
+//! commit), and only then delivers them through the delivery seam. One
+//! writer per process gives each room one order, so `seq`s reach members
+//! increasing and without gaps, and events from one connection keep the
 //! order they were sent in.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use chat_proto::{ChatMessage, ErrorCode, RoomId, ServerEvent};
+use chat_proto::{ErrorCode, RoomEvent, ServerEvent};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::hub::{self, ConnHandle, Hub};
+use crate::delivery::Delivery;
+use crate::hub::{self, ConnHandle};
 use crate::metrics::Metrics;
-use crate::store::{Accepted, NewMessage, Store};
+use crate::store::{Appended, NewEvent, Refusal, Store};
 
 /// Largest batch committed in one transaction.
 const MAX_BATCH: usize = 1024;
-/// Accepted messages waiting for the writer before senders are slowed down.
+/// Accepted events waiting for the writer before senders are slowed down.
 const QUEUE_LEN: usize = 8192;
 
 struct Submission {
-    message: NewMessage,
+    event: NewEvent,
     origin: Origin,
 }
 
 /// Who waits for a submission's outcome.
 pub(crate) enum Origin {
-    /// A client's message: its connection gets the echo or an error.
+    /// A client's event: its connection gets the echo or an error.
     Connection(ConnHandle),
-    /// The internal API's system message: told how it went.
+    /// The internal API (system messages, moderation): told how it went.
     Api(oneshot::Sender<Result<Delivered, NotStored>>),
 }
 
-/// A stored system message and how many connections it reached.
+/// A stored event and how many connections it reached.
 pub(crate) struct Delivered {
-    pub(crate) message: ChatMessage,
+    pub(crate) event: RoomEvent,
     pub(crate) reached: usize,
 }
 
-/// Why a system message was not stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why an event was not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum NotStored {
-    /// The database refused it.
-    Refused,
+    /// Refused for what it asks, or by the database for what it holds.
+    Refused(Refusal),
     /// The database is unavailable.
     Unavailable,
 }
@@ -56,91 +58,96 @@ pub(crate) struct Sequencer {
 impl Sequencer {
     pub(crate) fn start(
         store: Store,
-        hub: Arc<Hub>,
+        bus: Arc<dyn Delivery>,
         metrics: Arc<Metrics>,
     ) -> (Sequencer, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_LEN);
-        let task = tokio::spawn(write_loop(rx, store, hub, metrics));
+        let task = tokio::spawn(write_loop(rx, store, bus, metrics));
         (Sequencer { tx }, task)
     }
 
-    /// Queues a message for commit and delivery. Waits when the writer is
+    /// Queues an event for commit and delivery. Waits when the writer is
     /// behind, which slows the sender instead of growing memory.
-    pub(crate) async fn submit(&self, message: NewMessage, origin: Origin) -> bool {
-        self.tx.send(Submission { message, origin }).await.is_ok()
+    pub(crate) async fn submit(&self, event: NewEvent, origin: Origin) -> bool {
+        self.tx.send(Submission { event, origin }).await.is_ok()
     }
 }
 
-/// Said to the sender of a message the database refused on its own:
-/// sending it again would fail again, unlike `store_unavailable`.
-fn refused_row() -> hub::Frame {
-    hub::frame(&ServerEvent::Error {
-        message: "Message refused by the message store; it was not delivered",
-        code: ErrorCode::InvalidMessage,
-    })
+/// What the sender of a refused event is told.
+fn refusal_error(refusal: &Refusal) -> (ErrorCode, &'static str) {
+    match refusal {
+        Refusal::NotFound => (ErrorCode::NotFound, "No such message in this room"),
+        Refusal::Forbidden => (
+            ErrorCode::Forbidden,
+            "Only the author of a message may change it",
+        ),
+        Refusal::TooManyReactions => (
+            ErrorCode::TooManyReactions,
+            "This message has the most distinct reactions it may have",
+        ),
+        // Sending it again would fail again, unlike `store_unavailable`.
+        Refusal::Rejected(_) => (
+            ErrorCode::InvalidMessage,
+            "Refused by the message store; it was not delivered",
+        ),
+    }
 }
 
 async fn write_loop(
     mut rx: mpsc::Receiver<Submission>,
     store: Store,
-    hub: Arc<Hub>,
+    bus: Arc<dyn Delivery>,
     metrics: Arc<Metrics>,
 ) {
     let mut batch: Vec<Submission> = Vec::with_capacity(MAX_BATCH);
-    let mut rooms: Vec<RoomId> = Vec::with_capacity(MAX_BATCH);
     let mut origins: Vec<Origin> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let started = Instant::now();
-        // The messages move to the store (and maybe another thread); the
-        // rooms stay here for delivery.
-        let mut messages: Vec<NewMessage> = Vec::with_capacity(batch.len());
+        // The events move to the store (and maybe another thread).
+        let mut events: Vec<NewEvent> = Vec::with_capacity(batch.len());
         for submission in batch.drain(..) {
-            rooms.push(submission.message.room_id.clone());
-            messages.push(submission.message);
+            events.push(submission.event);
             origins.push(submission.origin);
         }
-        match store.append(messages).await {
+        match store.append(events).await {
             Ok(appended) => {
                 metrics
                     .commit_seconds
                     .record(started.elapsed().as_secs_f64());
                 // The store returns the batch in the order it was given.
-                for ((room, origin), row) in rooms.iter().zip(origins.drain(..)).zip(appended) {
+                for (origin, row) in origins.drain(..).zip(appended) {
                     match row {
-                        Ok(Accepted {
-                            message,
-                            repeated: false,
-                        }) => {
+                        Appended::Stored(event) => {
                             let fanout_started = Instant::now();
-                            let frame = hub::frame(&ServerEvent::stored(&message));
-                            let reached = hub.broadcast(room, &frame, Some(message.seq));
+                            let reached = bus.room_event(&event, None);
                             metrics
                                 .fanout_seconds
                                 .record(fanout_started.elapsed().as_secs_f64());
-                            origin.delivered(message, reached);
+                            origin.delivered(event, reached);
                         }
                         // A resend: the room has it; its sender gets the
                         // original's echo again, to match its pending copy.
-                        Ok(Accepted {
-                            message,
-                            repeated: true,
-                        }) => {
+                        Appended::Repeated(message) => {
+                            let event = RoomEvent::Message(message);
                             if let Origin::Connection(sender) = &origin {
-                                sender.push(&hub::frame(&ServerEvent::stored(&message)));
+                                sender.push(&hub::frame(&event.as_server_event()));
                             }
-                            origin.delivered(message, 0);
+                            origin.delivered(event, 0);
                         }
-                        Err(_) => {
-                            metrics.error(ErrorCode::InvalidMessage);
-                            origin.not_stored(NotStored::Refused, &refused_row());
+                        Appended::Unchanged => origin.unchanged(),
+                        Appended::Refused(refusal) => {
+                            let (code, message) = refusal_error(&refusal);
+                            metrics.error(code);
+                            let error = hub::frame(&ServerEvent::Error { message, code });
+                            origin.not_stored(NotStored::Refused(refusal), &error);
                         }
                     }
                 }
             }
             Err(error) => {
-                tracing::error!(%error, messages = origins.len(), "storing messages failed; senders told");
+                tracing::error!(%error, events = origins.len(), "storing events failed; senders told");
                 let refusal = hub::frame(&ServerEvent::Error {
-                    message: "Message could not be stored; it was not delivered",
+                    message: "Could not be stored; it was not delivered",
                     code: ErrorCode::StoreUnavailable,
                 });
                 for origin in origins.drain(..) {
@@ -149,17 +156,26 @@ async fn write_loop(
                 }
             }
         }
-        rooms.clear();
     }
 }
 
 impl Origin {
     /// Stored and delivered (or a resend answered).
-    fn delivered(self, message: ChatMessage, reached: usize) {
+    fn delivered(self, event: RoomEvent, reached: usize) {
         match self {
             Origin::Connection(sender) => sender.answered(),
             Origin::Api(reply) => {
-                let _ = reply.send(Ok(Delivered { message, reached }));
+                let _ = reply.send(Ok(Delivered { event, reached }));
+            }
+        }
+    }
+
+    /// Nothing to store and nothing to say (a no-op).
+    fn unchanged(self) {
+        match self {
+            Origin::Connection(sender) => sender.answered(),
+            Origin::Api(reply) => {
+                let _ = reply.send(Err(NotStored::Refused(Refusal::NotFound)));
             }
         }
     }

@@ -5,13 +5,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chat_proto::{
-    parse_client_frame, ClientEvent, ErrorCode, MessageKind, ProtoError, RoomId, ServerEvent,
+    parse_client_frame, ClientEvent, ErrorCode, MessageId, MessageKind, ProtoError, RoomEvent,
+    RoomId, ServerEvent,
 };
 
 use crate::hub::{self, ConnHandle, Frame, Push};
 use crate::sequencer::Origin;
 use crate::state::Shared;
-use crate::store::{NewMessage, StoreError};
+use crate::store::{Actor, NewDeletion, NewEdit, NewEvent, NewMessage, NewReaction, StoreError};
 
 /// Who is on the other end, as the gateway vouched.
 #[derive(Debug, Clone)]
@@ -28,7 +29,7 @@ pub(crate) struct Session {
     shared: Arc<Shared>,
 }
 
-/// Messages read from the store per step of a recovery replay.
+/// Events read from the store per step of a recovery replay.
 const RECOVERY_PAGE: usize = 64;
 
 fn store_failed(error: StoreError) -> ProtoError {
@@ -116,18 +117,7 @@ impl Session {
                 room_id,
                 username,
                 is_typing,
-            } => {
-                let name = self.display_name(username);
-                if self
-                    .shared
-                    .hub
-                    .typing(&room_id, &self.conn, &name, is_typing)
-                {
-                    Ok(())
-                } else {
-                    Err(not_in_room(&room_id))
-                }
-            }
+            } => self.typing(room_id, username, is_typing),
             ClientEvent::History {
                 room_id,
                 before,
@@ -135,6 +125,142 @@ impl Session {
             } => self.history(room_id, before, limit).await,
             ClientEvent::Read { room_id, seq } => self.read(room_id, seq).await,
             ClientEvent::Receipts { room_id } => self.receipts(room_id).await,
+            ClientEvent::Edit {
+                room_id,
+                message_id,
+                message,
+            } => {
+                let edit = NewEdit {
+                    id: new_id(),
+                    room_id,
+                    message_id: message_id.into_string(),
+                    user_id: self.identity.user_id.clone(),
+                    message,
+                    at_ms: chat_proto::time::now_millis(),
+                };
+                self.submit(NewEvent::Edit(edit)).await
+            }
+            ClientEvent::Delete {
+                room_id,
+                message_id,
+            } => {
+                let deletion = NewDeletion {
+                    id: new_id(),
+                    room_id,
+                    message_id: message_id.into_string(),
+                    by: Actor::User(self.identity.user_id.clone()),
+                    at_ms: chat_proto::time::now_millis(),
+                };
+                self.submit(NewEvent::Delete(deletion)).await
+            }
+            ClientEvent::React {
+                room_id,
+                message_id,
+                emoji,
+                added,
+            } => self.react(room_id, message_id, emoji, added).await,
+        }
+    }
+
+    async fn react(
+        &self,
+        room_id: RoomId,
+        message_id: MessageId,
+        emoji: String,
+        added: bool,
+    ) -> Result<(), ProtoError> {
+        let reaction = NewReaction {
+            id: new_id(),
+            room_id,
+            message_id: message_id.into_string(),
+            user_id: self.identity.user_id.clone(),
+            emoji,
+            added,
+            at_ms: chat_proto::time::now_millis(),
+        };
+        self.submit(NewEvent::React(reaction)).await
+    }
+
+    /// Hands a durable event to the sequencer: the connection is answered
+    /// (with the room's copy, or an error) once it is committed.
+    async fn submit(&self, event: NewEvent) -> Result<(), ProtoError> {
+        if !self.rooms.contains(event.room_id()) {
+            return Err(not_in_room(event.room_id()));
+        }
+        self.conn.expect_answer();
+        let origin = Origin::Connection(self.conn.clone());
+        if self.shared.sequencer.submit(event, origin).await {
+            Ok(())
+        } else {
+            self.conn.answered();
+            Err(ProtoError::new(
+                ErrorCode::Unavailable,
+                "The service is shutting down",
+            ))
+        }
+    }
+
+    fn typing(
+        &self,
+        room_id: RoomId,
+        username: Option<String>,
+        is_typing: bool,
+    ) -> Result<(), ProtoError> {
+        let name = self.display_name(username);
+        if !self
+            .shared
+            .hub
+            .set_typing(&room_id, &self.conn, is_typing.then(|| name.clone()))
+        {
+            return Err(not_in_room(&room_id));
+        }
+        let event = RoomEvent::Typing {
+            room_id: room_id.as_str().to_owned(),
+            user_id: self.identity.user_id.clone(),
+            username: name,
+            is_typing,
+        };
+        self.shared.bus.room_event(&event, Some(self.conn.id));
+        Ok(())
+    }
+
+    /// Enters the room and, for the user's first connection in it, tells
+    /// the others; under the user's membership lock, so that one tab
+    /// leaving as another joins is announced in the order it happened.
+    fn enter(&self, room_id: &RoomId) {
+        let _membership = self.conn.membership();
+        if self.shared.hub.join(room_id, &self.conn) == Some(true) {
+            let joined = RoomEvent::UserJoined {
+                room_id: room_id.as_str().to_owned(),
+                user_id: self.identity.user_id.clone(),
+            };
+            self.shared.bus.room_event(&joined, Some(self.conn.id));
+        }
+    }
+
+    /// Leaves the room, telling the others when the user stops typing and
+    /// when this was their last connection in it.
+    fn exit(&self, room_id: &RoomId) {
+        let _membership = self.conn.membership();
+        let Some(departure) = self.shared.hub.leave(room_id, &self.conn) else {
+            return;
+        };
+        let room = room_id.as_str();
+        if let Some(username) = departure.typing_as {
+            let stopped = RoomEvent::Typing {
+                room_id: room.to_owned(),
+                user_id: self.identity.user_id.clone(),
+                username,
+                is_typing: false,
+            };
+            self.shared.bus.room_event(&stopped, None);
+        }
+        if departure.last_of_user {
+            let left = RoomEvent::UserLeft {
+                room_id: room.to_owned(),
+                user_id: self.identity.user_id.clone(),
+            };
+            self.shared.bus.room_event(&left, None);
         }
     }
 
@@ -158,7 +284,7 @@ impl Session {
                 ),
             ));
         }
-        self.shared.hub.join(&room_id, &self.conn);
+        self.enter(&room_id);
         self.rooms.insert(room_id.clone());
         match self.recover(&room_id, since).await {
             Ok(delivered_through) => {
@@ -166,7 +292,7 @@ impl Session {
                 Ok(())
             }
             Err(error) => {
-                self.shared.hub.leave(&room_id, &self.conn);
+                self.exit(&room_id);
                 self.rooms.remove(&room_id);
                 Err(store_failed(error))
             }
@@ -181,7 +307,7 @@ impl Session {
     /// backlog.
     async fn recover(&self, room_id: &RoomId, since: Option<u64>) -> Result<u64, StoreError> {
         let store = &self.shared.store;
-        // Read before the replay: every message up to here is committed and
+        // Read before the replay: every event up to here is committed and
         // so either in the replay or (if newer) held back for this member.
         let last_seq = store.last_seq(room_id).await?;
         let Some(since) = since else {
@@ -196,9 +322,9 @@ impl Session {
             store.after(room_id, since, RECOVERY_PAGE).await?
         };
         // A replay is only whole if it starts right after `since` (older
-        // messages may have been pruned).
+        // events may have been pruned).
         let whole = !unknown_or_too_far
-            && (since == last_seq || page.first().is_some_and(|m| m.seq == since + 1));
+            && (since == last_seq || page.first().and_then(RoomEvent::seq) == Some(since + 1));
         self.reply_joined(room_id, last_seq, Some(whole)).await?;
         if !whole {
             return Ok(last_seq);
@@ -206,11 +332,14 @@ impl Session {
         let mut through = since;
         loop {
             let before = through;
-            for message in page.iter().take_while(|m| m.seq <= last_seq) {
-                if !self.send(hub::frame(&ServerEvent::stored(message))).await {
+            for event in page.iter() {
+                let Some(seq) = event.seq().filter(|seq| *seq <= last_seq) else {
+                    break;
+                };
+                if !self.send(hub::frame(&event.as_server_event())).await {
                     return Ok(through);
                 }
-                through = message.seq;
+                through = seq;
             }
             // Done, or nothing left to read up to `last_seq` (pruned while
             // replaying): what is held back takes over from here.
@@ -279,14 +408,12 @@ impl Session {
         {
             return Ok(());
         }
-        let frame = hub::frame(&ServerEvent::Read {
-            room_id: room_id.as_str(),
-            user_id: user,
+        let read = RoomEvent::Read {
+            room_id: room_id.as_str().to_owned(),
+            user_id: user.clone(),
             seq,
-        });
-        self.shared
-            .hub
-            .broadcast_except(&room_id, &frame, self.conn.id);
+        };
+        self.shared.bus.room_event(&read, Some(self.conn.id));
         Ok(())
     }
 
@@ -312,7 +439,7 @@ impl Session {
         if !self.rooms.remove(&room_id) {
             return Err(not_in_room(&room_id));
         }
-        self.shared.hub.leave(&room_id, &self.conn);
+        self.exit(&room_id);
         Ok(())
     }
 
@@ -323,11 +450,8 @@ impl Session {
         username: Option<String>,
         client_id: Option<String>,
     ) -> Result<(), ProtoError> {
-        if !self.rooms.contains(&room_id) {
-            return Err(not_in_room(&room_id));
-        }
         let new = NewMessage {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: new_id(),
             room_id,
             user_id: self.identity.user_id.clone(),
             username: self.display_name(username),
@@ -336,17 +460,7 @@ impl Session {
             client_id,
             kind: MessageKind::User,
         };
-        self.conn.expect_answer();
-        let origin = Origin::Connection(self.conn.clone());
-        if self.shared.sequencer.submit(new, origin).await {
-            Ok(())
-        } else {
-            self.conn.answered();
-            Err(ProtoError::new(
-                ErrorCode::Unavailable,
-                "The service is shutting down",
-            ))
-        }
+        self.submit(NewEvent::Message(new)).await
     }
 
     async fn history(
@@ -383,10 +497,15 @@ impl Session {
 
     /// Disconnect means leaving every room, with the same announcements.
     pub(crate) fn leave_all(&mut self) {
-        for room_id in self.rooms.drain() {
-            self.shared.hub.leave(&room_id, &self.conn);
+        for room_id in std::mem::take(&mut self.rooms) {
+            self.exit(&room_id);
         }
     }
+}
+
+/// A new event or message id: time-ordered, unique.
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }
 
 fn not_in_room(room_id: &RoomId) -> ProtoError {

@@ -5,6 +5,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::delivery::Delivery;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::sequencer::Sequencer;
@@ -13,7 +14,10 @@ use crate::store::{HistoryPage, Store, StoreError};
 /// Everything the HTTP handlers and connections share.
 pub(crate) struct Shared {
     pub(crate) config: Config,
+    /// Membership and connections of this process.
     pub(crate) hub: Arc<Hub>,
+    /// How every frame reaches its connections.
+    pub(crate) bus: Arc<dyn Delivery>,
     pub(crate) store: Store,
     pub(crate) sequencer: Sequencer,
     pub(crate) metrics: Arc<Metrics>,

@@ -5,6 +5,8 @@ mod common;
 
 use std::collections::HashSet;
 
+use chat_proto::RoomEvent;
+use chat_service::store::Appended;
 use chat_service::Config;
 use common::backends::{self, TestDb};
 use common::{Client, TestServer};
@@ -143,7 +145,8 @@ async fn history_paging_edges(db: TestDb) {
     );
     let beyond = history(&mut ann, "paged", json!({"before": 10_000, "limit": 2})).await;
     assert_eq!(seqs_of(&beyond), [119, 120]);
-    // History items look exactly like live chat.message data.
+    // History items look like live chat.message data, with their current
+    // reactions (none here).
     let item = &one["messages"][0];
     let keys: HashSet<&str> = item
         .as_object()
@@ -159,9 +162,11 @@ async fn history_paging_edges(db: TestDb) {
         "timestamp",
         "id",
         "seq",
+        "reactions",
     ]
     .into();
     assert_eq!(keys, expected);
+    assert_eq!(item["reactions"], json!([]));
 
     for bad in [
         json!({"limit": 0}),
@@ -308,10 +313,7 @@ async fn retention_prunes_old_messages(db: TestDb) {
         .append(vec![message(1, 40), message(2, 31), message(3, 1)])
         .await
         .unwrap();
-    let seqs: Vec<u64> = stored
-        .iter()
-        .map(|m| m.as_ref().unwrap().message.seq)
-        .collect();
+    let seqs: Vec<u64> = stored.iter().map(|m| m.seq().unwrap()).collect();
     assert_eq!(seqs, [1, 2, 3]);
     assert_eq!(store.prune(now - 30 * 86_400_000).await.unwrap(), 2);
     let page = store.page(&room, None, 10).await.unwrap();
@@ -345,7 +347,7 @@ async fn a_refused_row_fails_alone(db: TestDb) {
         kind: chat_proto::MessageKind::User,
     };
     let first = store.append(vec![message("taken", &a)]).await.unwrap();
-    assert_eq!(first[0].as_ref().unwrap().message.seq, 1);
+    assert_eq!(first[0].seq().unwrap(), 1);
 
     let mut batch: Vec<NewMessage> = (0..37)
         .map(|n| message(&format!("ok-{n}"), if n % 3 == 0 { &b } else { &a }))
@@ -357,16 +359,18 @@ async fn a_refused_row_fails_alone(db: TestDb) {
     let mut next = std::collections::HashMap::from([("a", 2u64), ("b", 1u64)]);
     for (sent, row) in batch.iter().zip(&appended) {
         if sent.id == "taken" {
-            assert!(row.is_err(), "the repeated id was stored: {row:?}");
+            assert!(
+                matches!(row, Appended::Refused(_)),
+                "the repeated id was stored: {row:?}"
+            );
             continue;
         }
-        let stored = row.as_ref().expect("a valid row is stored");
-        assert_eq!(stored.message.id, sent.id);
+        let Some(RoomEvent::Message(stored)) = row.event() else {
+            panic!("a valid row is stored: {row:?}");
+        };
+        assert_eq!(stored.id, sent.id);
         let expected = next.get_mut(sent.room_id.as_str()).unwrap();
-        assert_eq!(
-            stored.message.seq, *expected,
-            "seqs follow batch order, no gaps"
-        );
+        assert_eq!(stored.seq, *expected, "seqs follow batch order, no gaps");
         *expected += 1;
     }
     assert_eq!(store.last_seq(&a).await.unwrap(), next["a"] - 1);
@@ -402,9 +406,9 @@ async fn a_nul_fails_alone_on_postgres() {
         message(2, "after"),
     ];
     let appended = store.append(batch).await.unwrap();
-    assert_eq!(appended[0].as_ref().unwrap().message.seq, 1);
-    assert!(appended[1].is_err());
-    assert_eq!(appended[2].as_ref().unwrap().message.seq, 2);
+    assert_eq!(appended[0].seq(), Some(1));
+    assert!(matches!(appended[1], Appended::Refused(_)));
+    assert_eq!(appended[2].seq(), Some(2));
     store.close().await;
 }
 

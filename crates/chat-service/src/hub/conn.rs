@@ -9,7 +9,7 @@
 //! evicted too.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
@@ -78,6 +78,7 @@ pub(crate) struct ConnHandle {
     tx: mpsc::UnboundedSender<Frame>,
     outbound: Arc<Outbound>,
     budget: usize,
+    membership: Arc<Mutex<()>>,
 }
 
 /// The writer's end of a connection's queue.
@@ -117,7 +118,12 @@ impl ConnHandle {
     /// A connection whose queue holds at most `budget` bytes; a frame
     /// larger than the budget is still taken when the queue is empty, so
     /// no reply the server builds can be too big to ever send.
-    pub(crate) fn new(id: ConnId, user_id: Arc<str>, budget: usize) -> (ConnHandle, OutboundQueue) {
+    pub(crate) fn new(
+        id: ConnId,
+        user_id: Arc<str>,
+        budget: usize,
+        membership: Arc<Mutex<()>>,
+    ) -> (ConnHandle, OutboundQueue) {
         let (tx, rx) = mpsc::unbounded_channel();
         let outbound = Arc::new(Outbound::default());
         let handle = ConnHandle {
@@ -126,8 +132,19 @@ impl ConnHandle {
             tx,
             outbound: outbound.clone(),
             budget,
+            membership,
         };
         (handle, OutboundQueue { rx, outbound })
+    }
+
+    /// The user's membership lock, shared by all their connections: held
+    /// while a room membership change is made and announced, so that one
+    /// tab leaving as another joins cannot announce in the wrong order.
+    /// Never held across an `.await`.
+    pub(crate) fn membership(&self) -> MutexGuard<'_, ()> {
+        self.membership
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn is_evicted(&self) -> bool {

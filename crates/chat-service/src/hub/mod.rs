@@ -1,14 +1,15 @@
-//! Rooms, membership and fan-out.
+//! Rooms, membership and fan-out: the in-process implementation of the
+//! delivery seam ([`Delivery`]).
 //!
 //! The hub is plain synchronous state behind sharded mutexes: no method is
-//! async, so no lock can be held across an `.await`. Every broadcast takes
+//! async, so no lock can be held across an `.await`. Every delivery takes
 //! one already-encoded [`Frame`] and pushes clones of it (a reference count,
-//! not a copy) into the members' bounded queues.
+//! not a copy) into the recipients' bounded queues.
 //!
-//! Membership rules live here because they decide who hears what: a user
-//! is announced (`chat.userJoined`/`chat.userLeft`) when their first
-//! connection enters a room and when their last one leaves it, so extra
-//! tabs come and go silently.
+//! The hub decides nothing about what rooms hear: it reports membership
+//! changes (a user's first connection in a room, their last one leaving)
+//! and the session announces them through the seam, under the user's
+//! membership lock so one user's arrivals and departures keep their order.
 
 mod conn;
 mod room;
@@ -21,8 +22,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chat_proto::{RoomId, ServerEvent};
 
 pub(crate) use conn::{ConnHandle, ConnId, Frame, OutboundQueue, Push};
+pub(crate) use room::Departure;
 use room::Room;
 
+use crate::delivery::{Audience, Delivery};
 use crate::metrics::Metrics;
 
 const SHARDS: usize = 32;
@@ -32,9 +35,17 @@ pub(crate) struct Hub {
     hasher: RandomState,
     rooms: AtomicUsize,
     connections: AtomicUsize,
-    users: Mutex<HashMap<Arc<str>, usize>>,
+    users: Mutex<HashMap<Arc<str>, UserConns>>,
     next_conn_id: AtomicU64,
     metrics: Arc<Metrics>,
+}
+
+/// A connected user's connections, for what is addressed to the user.
+struct UserConns {
+    conns: Vec<ConnHandle>,
+    /// Shared by the user's connections: held while a membership change
+    /// is made and announced.
+    membership: Arc<Mutex<()>>,
 }
 
 /// Counts for `/stats`.
@@ -63,7 +74,8 @@ impl Hub {
         }
     }
 
-    fn shard(&self, room: &RoomId) -> MutexGuard<'_, HashMap<RoomId, Room>> {
+    /// The shard of a room; `RoomId` hashes as its text, so either finds it.
+    fn shard(&self, room: &str) -> MutexGuard<'_, HashMap<RoomId, Room>> {
         let index = self.hasher.hash_one(room) as usize % SHARDS;
         lock(&self.shards[index])
     }
@@ -76,24 +88,35 @@ impl Hub {
         queue_bytes: usize,
     ) -> (ConnHandle, OutboundQueue) {
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        *lock(&self.users).entry(user_id.clone()).or_default() += 1;
+        let mut users = lock(&self.users);
+        let user = users.entry(user_id.clone()).or_insert_with(|| UserConns {
+            conns: Vec::new(),
+            membership: Arc::default(),
+        });
+        let (conn, queue) = ConnHandle::new(id, user_id, queue_bytes, user.membership.clone());
+        user.conns.push(conn.clone());
+        drop(users);
         self.connections.fetch_add(1, Ordering::Relaxed);
         self.metrics.connections.increment(1.0);
-        ConnHandle::new(id, user_id, queue_bytes)
+        (conn, queue)
     }
 
     /// Forgets a connection. Its rooms must have been left already.
-    pub(crate) fn disconnect(&self, conn: &ConnHandle) {
+    /// Returns true if it was the user's last connection.
+    pub(crate) fn disconnect(&self, conn: &ConnHandle) -> bool {
         let mut users = lock(&self.users);
+        let mut last = false;
         if let Entry::Occupied(mut entry) = users.entry(conn.user_id.clone()) {
-            *entry.get_mut() -= 1;
-            if *entry.get() == 0 {
+            entry.get_mut().conns.retain(|c| c.id != conn.id);
+            if entry.get().conns.is_empty() {
                 entry.remove();
+                last = true;
             }
         }
         drop(users);
         self.connections.fetch_sub(1, Ordering::Relaxed);
         self.metrics.connections.decrement(1.0);
+        last
     }
 
     pub(crate) fn stats(&self) -> HubStats {
@@ -105,30 +128,25 @@ impl Hub {
     }
 
     /// Adds the connection to the room, creating the room if needed. The new
-    /// member starts *pending*: what the room broadcasts is held back for it
+    /// member starts *pending*: what the room is sent is held back for it
     /// until [`Hub::drain_pending`] hands it over, so a joiner can first be
-    /// sent the messages it missed. Returns false if it was already a member.
-    pub(crate) fn join(&self, room_id: &RoomId, conn: &ConnHandle) -> bool {
-        let mut shard = self.shard(room_id);
+    /// sent the events it missed. Returns `Some(first)`, `first` when no
+    /// other connection of the user is in the room, or `None` if it was a
+    /// member already.
+    pub(crate) fn join(&self, room_id: &RoomId, conn: &ConnHandle) -> Option<bool> {
+        let mut shard = self.shard(room_id.as_str());
         let room = shard.entry(room_id.clone()).or_insert_with(|| {
             self.rooms.fetch_add(1, Ordering::Relaxed);
             self.metrics.rooms.increment(1.0);
             Room::default()
         });
         if room.contains(conn.id) {
-            return false;
+            return None;
         }
-        if room.add(conn.clone()) {
-            let announce = frame(&ServerEvent::UserJoined {
-                user_id: &conn.user_id,
-                room_id: room_id.as_str(),
-            });
-            self.fan_out(room, &announce, None, Some(conn.id));
-        }
-        true
+        Some(room.add(conn.clone()))
     }
 
-    /// Takes what was held back for a pending member, dropping messages with
+    /// Takes what was held back for a pending member, dropping events with
     /// `seq <= skip_through` (the joiner has them already). When nothing is
     /// left, the member turns live and this returns an empty list.
     pub(crate) fn drain_pending(
@@ -137,94 +155,38 @@ impl Hub {
         conn_id: ConnId,
         skip_through: u64,
     ) -> Vec<Frame> {
-        let mut shard = self.shard(room_id);
+        let mut shard = self.shard(room_id.as_str());
         match shard.get_mut(room_id) {
             Some(room) => room.drain_pending(conn_id, skip_through),
             None => Vec::new(),
         }
     }
 
-    /// Removes the connection from the room. Returns false if it was not in it.
-    pub(crate) fn leave(&self, room_id: &RoomId, conn: &ConnHandle) -> bool {
-        let mut shard = self.shard(room_id);
-        let Some(room) = shard.get_mut(room_id) else {
-            return false;
-        };
-        let Some(departure) = room.remove(conn.id) else {
-            return false;
-        };
-        if let Some(username) = &departure.typing_as {
-            let stopped = frame(&ServerEvent::Typing {
-                user_id: &conn.user_id,
-                username,
-                is_typing: false,
-                room_id: room_id.as_str(),
-            });
-            self.fan_out(room, &stopped, None, None);
-        }
-        if departure.last_of_user {
-            let left = frame(&ServerEvent::UserLeft {
-                user_id: &conn.user_id,
-                room_id: room_id.as_str(),
-            });
-            self.fan_out(room, &left, None, None);
-        }
+    /// Removes the connection from the room; `None` if it was not in it.
+    pub(crate) fn leave(&self, room_id: &RoomId, conn: &ConnHandle) -> Option<Departure> {
+        let mut shard = self.shard(room_id.as_str());
+        let room = shard.get_mut(room_id)?;
+        let departure = room.remove(conn.id)?;
         if room.is_empty() {
             shard.remove(room_id);
             self.rooms.fetch_sub(1, Ordering::Relaxed);
             self.metrics.rooms.decrement(1.0);
         }
-        true
+        Some(departure)
     }
 
-    /// Records the typing state and tells the other members. Returns false
-    /// if the connection is not in the room.
-    pub(crate) fn typing(
+    /// Records whether the connection is typing in the room (and under
+    /// which name). Returns false if the connection is not in the room.
+    pub(crate) fn set_typing(
         &self,
         room_id: &RoomId,
         conn: &ConnHandle,
-        username: &str,
-        is_typing: bool,
+        typing_as: Option<Arc<str>>,
     ) -> bool {
-        let mut shard = self.shard(room_id);
-        let Some(room) = shard.get_mut(room_id) else {
-            return false;
-        };
-        if !room.set_typing(conn.id, is_typing.then(|| Arc::from(username))) {
-            return false;
-        }
-        let event = frame(&ServerEvent::Typing {
-            user_id: &conn.user_id,
-            username,
-            is_typing,
-            room_id: room_id.as_str(),
-        });
-        self.fan_out(room, &event, None, Some(conn.id));
-        true
-    }
-
-    /// Sends one frame to every member of the room. `seq` marks chat
-    /// messages so a pending joiner can skip what it recovered. Returns how
-    /// many connections it reached.
-    pub(crate) fn broadcast(&self, room_id: &RoomId, frame: &Frame, seq: Option<u64>) -> usize {
-        let mut shard = self.shard(room_id);
+        let mut shard = self.shard(room_id.as_str());
         match shard.get_mut(room_id) {
-            Some(room) => self.fan_out(room, frame, seq, None),
-            None => 0,
-        }
-    }
-
-    /// Sends one frame to every member of the room but one connection.
-    pub(crate) fn broadcast_except(
-        &self,
-        room_id: &RoomId,
-        frame: &Frame,
-        except: ConnId,
-    ) -> usize {
-        let mut shard = self.shard(room_id);
-        match shard.get_mut(room_id) {
-            Some(room) => self.fan_out(room, frame, None, Some(except)),
-            None => 0,
+            Some(room) => room.set_typing(conn.id, typing_as),
+            None => false,
         }
     }
 
@@ -236,11 +198,45 @@ impl Hub {
         except: Option<ConnId>,
     ) -> usize {
         let (reached, evicted) = room.fan_out(frame, seq, except);
+        self.count(reached, evicted)
+    }
+
+    fn count(&self, reached: usize, evicted: usize) -> usize {
         self.metrics.deliveries.increment(reached as u64);
         if evicted > 0 {
             self.metrics.slow_consumers.increment(evicted as u64);
         }
         reached
+    }
+}
+
+impl Delivery for Hub {
+    fn deliver(&self, audience: Audience<'_>, frame: &Frame, seq: Option<u64>) -> usize {
+        match audience {
+            Audience::Room { room, except } => {
+                let mut shard = self.shard(room);
+                match shard.get_mut(room) {
+                    Some(members) => self.fan_out(members, frame, seq, except),
+                    None => 0,
+                }
+            }
+            Audience::User { user, except } => {
+                let users = lock(&self.users);
+                let Some(user) = users.get(user) else {
+                    return 0;
+                };
+                let (mut reached, mut evicted) = (0, 0);
+                for conn in user.conns.iter().filter(|c| Some(c.id) != except) {
+                    match conn.push(frame) {
+                        Push::Queued => reached += 1,
+                        Push::Evicted { first: true } => evicted += 1,
+                        Push::Evicted { first: false } | Push::Gone => {}
+                    }
+                }
+                drop(users);
+                self.count(reached, evicted)
+            }
+        }
     }
 }
 

@@ -30,9 +30,12 @@ pub(super) struct Room {
     users: HashMap<Arc<str>, u32>,
 }
 
-pub(super) struct Departure {
-    pub(super) last_of_user: bool,
-    pub(super) typing_as: Option<Arc<str>>,
+/// A connection left a room.
+pub(crate) struct Departure {
+    /// No other connection of the user is in the room.
+    pub(crate) last_of_user: bool,
+    /// The name it was typing under, if it was.
+    pub(crate) typing_as: Option<Arc<str>>,
 }
 
 impl Room {

@@ -1,25 +1,178 @@
-//! The in-memory store: `seq`s and a bounded window of recent messages per
+//! The in-memory store: `seq`s and a bounded window of recent events per
 //! room, lost on restart. Used when persistence is off (`memory:`).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use chat_proto::{ChatMessage, Receipt, RoomId};
+use chat_proto::server::MAX_REACTION_USERS;
+use chat_proto::{ChatMessage, ReactionSummary, Receipt, RoomEvent, RoomId};
 
-use super::{Accepted, Appended, HistoryPage, NewMessage, ReadState, CLIENT_ID_WINDOW_MS};
+use super::rules::{self, Decision, Target};
+use super::{
+    Appended, HistoryPage, NewEvent, NewMessage, ReadState, CLIENT_ID_WINDOW_MS, MAX_UNREAD,
+};
 
+/// Events kept per room.
 pub(super) const DEFAULT_KEEP_PER_ROOM: usize = 1000;
+
+struct Entry {
+    at_ms: i64,
+    /// A message here is kept in its current state.
+    event: RoomEvent,
+}
 
 #[derive(Default)]
 struct RoomLog {
     last_seq: u64,
-    recent: VecDeque<ChatMessage>,
+    recent: VecDeque<Entry>,
+    /// Reactions of kept messages: per message, each emoji with who
+    /// reacted, in the order they did.
+    reactions: HashMap<String, Vec<(String, Vec<Arc<str>>)>>,
+}
+
+impl RoomLog {
+    fn message(&self, id: &str) -> Option<&ChatMessage> {
+        self.recent.iter().find_map(|entry| match &entry.event {
+            RoomEvent::Message(message) if message.id == id => Some(message),
+            _ => None,
+        })
+    }
+
+    fn message_mut(&mut self, id: &str) -> Option<&mut ChatMessage> {
+        self.recent
+            .iter_mut()
+            .find_map(|entry| match &mut entry.event {
+                RoomEvent::Message(message) if message.id == id => Some(message),
+                _ => None,
+            })
+    }
+
+    fn earlier_send(&self, new: &NewMessage) -> Option<&ChatMessage> {
+        let client_id = new.client_id.as_ref()?;
+        self.recent
+            .iter()
+            .rev()
+            .find_map(|entry| match &entry.event {
+                RoomEvent::Message(m)
+                    if m.client_id.as_ref() == Some(client_id)
+                        && m.user_id == new.user_id
+                        && m.timestamp_ms >= new.timestamp_ms - CLIENT_ID_WINDOW_MS =>
+                {
+                    Some(m)
+                }
+                _ => None,
+            })
+    }
+
+    fn target(&self, id: &str) -> Option<Target> {
+        let message = self.message(id)?;
+        let reactions = self.reactions.get(id);
+        Some(Target {
+            room_id: message.room_id.clone(),
+            author: message.user_id.clone(),
+            kind: message.kind,
+            deleted: message.deleted,
+            emoji_counts: reactions
+                .into_iter()
+                .flatten()
+                .map(|(emoji, users)| (emoji.clone(), users.len() as u64))
+                .collect(),
+            reacted: reactions
+                .into_iter()
+                .flatten()
+                .flat_map(|(emoji, users)| users.iter().map(|u| (emoji.clone(), u.clone())))
+                .collect(),
+        })
+    }
+
+    fn summary(&self, message_id: &str) -> Vec<ReactionSummary> {
+        self.reactions
+            .get(message_id)
+            .into_iter()
+            .flatten()
+            .map(|(emoji, users)| ReactionSummary {
+                emoji: emoji.clone(),
+                count: users.len() as u64,
+                user_ids: users
+                    .iter()
+                    .take(MAX_REACTION_USERS)
+                    .map(|u| u.to_string())
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Applies a stored event to the kept state and keeps it.
+    fn apply(&mut self, event: RoomEvent, at_ms: i64, keep: usize) {
+        match &event {
+            RoomEvent::Message(_) => {}
+            RoomEvent::Edited(edit) => {
+                if let Some(message) = self.message_mut(&edit.message_id) {
+                    message.message.clone_from(&edit.message);
+                    message.edited_at_ms = Some(edit.edited_at_ms);
+                }
+            }
+            RoomEvent::Deleted(deletion) => {
+                if let Some(message) = self.message_mut(&deletion.message_id) {
+                    message.deleted = true;
+                    message.message.clear();
+                }
+                for entry in &mut self.recent {
+                    if let RoomEvent::Edited(edit) = &mut entry.event {
+                        if edit.message_id == deletion.message_id {
+                            edit.message.clear();
+                        }
+                    }
+                }
+                self.reactions.remove(&deletion.message_id);
+            }
+            RoomEvent::Reaction(change) => {
+                let emojis = self.reactions.entry(change.message_id.clone()).or_default();
+                let index = emojis.iter().position(|(e, _)| *e == change.emoji);
+                match (change.added, index) {
+                    (true, Some(i)) => emojis[i].1.push(change.user_id.clone()),
+                    (true, None) => {
+                        emojis.push((change.emoji.clone(), vec![change.user_id.clone()]))
+                    }
+                    (false, Some(i)) => {
+                        emojis[i].1.retain(|u| *u != change.user_id);
+                        if emojis[i].1.is_empty() {
+                            emojis.remove(i);
+                        }
+                    }
+                    (false, None) => {}
+                }
+            }
+            _ => unreachable!("only durable events are kept"),
+        }
+        if self.recent.len() == keep {
+            if let Some(Entry {
+                event: RoomEvent::Message(gone),
+                ..
+            }) = self.recent.pop_front()
+            {
+                self.reactions.remove(&gone.id);
+            }
+        }
+        if keep > 0 {
+            self.recent.push_back(Entry { at_ms, event });
+        }
+    }
 }
 
 pub struct MemoryStore {
     keep_per_room: usize,
     rooms: Mutex<HashMap<RoomId, RoomLog>>,
     markers: Mutex<HashMap<RoomId, HashMap<String, u64>>>,
+}
+
+fn at_ms(event: &NewEvent) -> i64 {
+    match event {
+        NewEvent::Message(new) => new.timestamp_ms,
+        NewEvent::Edit(edit) => edit.at_ms,
+        NewEvent::Delete(deletion) => deletion.at_ms,
+        NewEvent::React(reaction) => reaction.at_ms,
+    }
 }
 
 impl MemoryStore {
@@ -31,60 +184,61 @@ impl MemoryStore {
         }
     }
 
-    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, RoomLog>> {
+    fn rooms(&self) -> MutexGuard<'_, HashMap<RoomId, RoomLog>> {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn append(&self, batch: &[NewMessage]) -> Vec<Appended> {
+    pub(super) fn append(&self, batch: &[NewEvent]) -> Vec<Appended> {
         let mut rooms = self.rooms();
-        batch
-            .iter()
-            .map(|new| {
-                let log = rooms.entry(new.room_id.clone()).or_default();
-                // Only what is still kept can be recognised: a restart, or
-                // a resend older than the window kept, stores it again.
-                if let Some(original) = new.client_id.as_ref().and_then(|client_id| {
-                    log.recent.iter().rev().find(|m| {
-                        m.client_id.as_ref() == Some(client_id)
-                            && m.user_id == new.user_id
-                            && m.timestamp_ms >= new.timestamp_ms - CLIENT_ID_WINDOW_MS
-                    })
-                }) {
-                    return Ok(Accepted {
-                        message: original.clone(),
-                        repeated: true,
-                    });
+        // Only what is still kept can be recognised: after a restart, or
+        // past the window kept, a resend is stored again and an old
+        // message cannot be edited.
+        let mut targets: HashMap<String, Target> = HashMap::new();
+        for event in batch {
+            if let Some(id) = event.target() {
+                if let Some(target) = rooms.get(event.room_id()).and_then(|log| log.target(id)) {
+                    targets.insert(id.to_owned(), target);
                 }
-                log.last_seq += 1;
-                let stored = new.stored(log.last_seq);
-                if log.recent.len() == self.keep_per_room {
-                    log.recent.pop_front();
+            }
+        }
+        let mut answers = Vec::with_capacity(batch.len());
+        for event in batch {
+            let log = rooms.entry(event.room_id().clone()).or_default();
+            if let NewEvent::Message(new) = event {
+                if let Some(original) = log.earlier_send(new) {
+                    answers.push(Appended::Repeated(original.clone()));
+                    continue;
                 }
-                if self.keep_per_room > 0 {
-                    log.recent.push_back(stored.clone());
+            }
+            let decision = rules::decide([event], &mut targets).remove(0);
+            answers.push(match decision {
+                Decision::Store => {
+                    log.last_seq += 1;
+                    let stored = event.stored(log.last_seq);
+                    log.apply(stored.clone(), at_ms(event), self.keep_per_room);
+                    Appended::Stored(stored)
                 }
-                Ok(Accepted {
-                    message: stored,
-                    repeated: false,
-                })
-            })
-            .collect()
+                Decision::Unchanged => Appended::Unchanged,
+                Decision::Refuse(refusal) => Appended::Refused(refusal),
+            });
+        }
+        answers
     }
 
     pub(super) fn last_seq(&self, room: &RoomId) -> u64 {
         self.rooms().get(room).map_or(0, |log| log.last_seq)
     }
 
-    pub(super) fn after(&self, room: &RoomId, since: u64, limit: usize) -> Vec<ChatMessage> {
+    pub(super) fn after(&self, room: &RoomId, since: u64, limit: usize) -> Vec<RoomEvent> {
         let rooms = self.rooms();
         let Some(log) = rooms.get(room) else {
             return Vec::new();
         };
         log.recent
             .iter()
-            .filter(|m| m.seq > since)
+            .filter(|entry| entry.event.seq().is_some_and(|seq| seq > since))
             .take(limit)
-            .cloned()
+            .map(|entry| entry.event.clone())
             .collect()
     }
 
@@ -99,16 +253,25 @@ impl MemoryStore {
         let older: Vec<&ChatMessage> = log
             .recent
             .iter()
-            .filter(|m| before.is_none_or(|before| m.seq < before))
+            .filter_map(|entry| match &entry.event {
+                RoomEvent::Message(m) if before.is_none_or(|before| m.seq < before) => Some(m),
+                _ => None,
+            })
             .collect();
         let start = older.len().saturating_sub(limit as usize);
         HistoryPage {
-            messages: older[start..].iter().map(|m| (*m).clone()).collect(),
+            messages: older[start..]
+                .iter()
+                .map(|m| ChatMessage {
+                    reactions: (!m.deleted).then(|| log.summary(&m.id)),
+                    ..(*m).clone()
+                })
+                .collect(),
             has_more: start > 0,
         }
     }
 
-    fn markers(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, HashMap<String, u64>>> {
+    fn markers(&self) -> MutexGuard<'_, HashMap<RoomId, HashMap<String, u64>>> {
         self.markers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -134,7 +297,11 @@ impl MemoryStore {
         let unread = self.rooms().get(room).map_or(0, |log| {
             log.recent
                 .iter()
-                .filter(|m| m.seq > read_seq && &*m.user_id != user)
+                .filter(|entry| match &entry.event {
+                    RoomEvent::Message(m) => m.seq > read_seq && !m.deleted && &*m.user_id != user,
+                    _ => false,
+                })
+                .take(MAX_UNREAD as usize)
                 .count() as u64
         });
         ReadState { read_seq, unread }
@@ -161,12 +328,14 @@ impl MemoryStore {
     pub(super) fn prune(&self, cutoff_ms: i64) -> u64 {
         let mut removed = 0;
         for log in self.rooms().values_mut() {
-            while log
-                .recent
-                .front()
-                .is_some_and(|m| m.timestamp_ms < cutoff_ms)
-            {
-                log.recent.pop_front();
+            while log.recent.front().is_some_and(|e| e.at_ms < cutoff_ms) {
+                if let Some(Entry {
+                    event: RoomEvent::Message(gone),
+                    ..
+                }) = log.recent.pop_front()
+                {
+                    log.reactions.remove(&gone.id);
+                }
                 removed += 1;
             }
         }

@@ -1,19 +1,24 @@
-//! Message storage: assigns each room's `seq` and keeps history.
+//! The room log: every durable room event (messages, system messages,
+//! edits, deletions, reactions) takes its room's next `seq` here, and
+//! history shows each message's current state.
 //!
 //! The store never sends anything. [`Store::append`] commits a batch and
-//! returns the stored messages; the caller delivers them. That keeps the
-//! rule "durable before echo" in one place (the sequencer) and lets the
-//! same store serve a future cross-process bus.
+//! returns what it stored; the caller delivers it. That keeps the rule
+//! "durable before echo" in one place (the sequencer) and lets the same
+//! store serve a cross-process bus.
 //!
-//! Backends: `memory:` (no persistence; recent history per room kept in
-//! RAM), `sqlite://PATH` (the embedded default) and `postgres://...`.
+//! Backends: `memory:` (no persistence; recent events per room kept in
+//! RAM), `sqlite://PATH` (the embedded default) and `postgres://...`. Both
+//! decide whether an edit, deletion or reaction may happen with the same
+//! rules ([`rules`]).
 
 mod memory;
+mod rules;
 mod sql;
 
 use std::sync::Arc;
 
-use chat_proto::{ChatMessage, MessageKind, Receipt, RoomId};
+use chat_proto::{ChatMessage, MessageKind, Receipt, RoomEvent, RoomId};
 
 pub(crate) use memory::MemoryStore;
 pub(crate) use sql::SqlStore;
@@ -32,6 +37,124 @@ pub struct NewMessage {
     pub kind: MessageKind,
 }
 
+/// The author replaces a message's text.
+#[derive(Debug, Clone)]
+pub struct NewEdit {
+    /// The event's own id.
+    pub id: String,
+    pub room_id: RoomId,
+    pub message_id: String,
+    pub user_id: Arc<str>,
+    pub message: String,
+    pub at_ms: i64,
+}
+
+/// Who deletes a message: its author, or a moderator through the internal
+/// API (who may delete any message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    User(Arc<str>),
+    Moderator,
+}
+
+/// The user id a moderator's deletions are shown under.
+pub const MODERATOR_USER: &str = "system";
+
+impl Actor {
+    pub fn user_id(&self) -> Arc<str> {
+        match self {
+            Actor::User(user) => user.clone(),
+            Actor::Moderator => MODERATOR_USER.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDeletion {
+    pub id: String,
+    pub room_id: RoomId,
+    pub message_id: String,
+    pub by: Actor,
+    pub at_ms: i64,
+}
+
+/// A user adds (`added`) or removes a reaction.
+#[derive(Debug, Clone)]
+pub struct NewReaction {
+    pub id: String,
+    pub room_id: RoomId,
+    pub message_id: String,
+    pub user_id: Arc<str>,
+    pub emoji: String,
+    pub added: bool,
+    pub at_ms: i64,
+}
+
+/// A durable room event before the store gives it a `seq`.
+#[derive(Debug, Clone)]
+pub enum NewEvent {
+    Message(NewMessage),
+    Edit(NewEdit),
+    Delete(NewDeletion),
+    React(NewReaction),
+}
+
+impl NewEvent {
+    pub fn room_id(&self) -> &RoomId {
+        match self {
+            NewEvent::Message(new) => &new.room_id,
+            NewEvent::Edit(edit) => &edit.room_id,
+            NewEvent::Delete(deletion) => &deletion.room_id,
+            NewEvent::React(reaction) => &reaction.room_id,
+        }
+    }
+
+    /// The message an edit, deletion or reaction is about.
+    fn target(&self) -> Option<&str> {
+        match self {
+            NewEvent::Message(_) => None,
+            NewEvent::Edit(edit) => Some(&edit.message_id),
+            NewEvent::Delete(deletion) => Some(&deletion.message_id),
+            NewEvent::React(reaction) => Some(&reaction.message_id),
+        }
+    }
+
+    /// The event as stored with `seq`.
+    fn stored(&self, seq: u64) -> RoomEvent {
+        match self {
+            NewEvent::Message(new) => RoomEvent::Message(new.stored(seq)),
+            NewEvent::Edit(edit) => RoomEvent::Edited(chat_proto::MessageEdit {
+                room_id: edit.room_id.as_str().to_owned(),
+                message_id: edit.message_id.clone(),
+                message: edit.message.clone(),
+                edited_at_ms: edit.at_ms,
+                user_id: edit.user_id.clone(),
+                seq,
+            }),
+            NewEvent::Delete(deletion) => RoomEvent::Deleted(chat_proto::MessageDeletion {
+                room_id: deletion.room_id.as_str().to_owned(),
+                message_id: deletion.message_id.clone(),
+                user_id: deletion.by.user_id(),
+                seq,
+            }),
+            NewEvent::React(reaction) => RoomEvent::Reaction(chat_proto::ReactionChange {
+                room_id: reaction.room_id.as_str().to_owned(),
+                message_id: reaction.message_id.clone(),
+                emoji: reaction.emoji.clone(),
+                user_id: reaction.user_id.clone(),
+                added: reaction.added,
+                seq,
+            }),
+        }
+    }
+}
+
+impl From<NewMessage> for NewEvent {
+    fn from(message: NewMessage) -> NewEvent {
+        NewEvent::Message(message)
+    }
+}
+
 /// How long a `clientId` is remembered: a resend within this window is
 /// answered with the original.
 pub const CLIENT_ID_WINDOW_MS: i64 = 24 * 3600 * 1000;
@@ -48,6 +171,9 @@ impl NewMessage {
             timestamp_ms: self.timestamp_ms,
             client_id: self.client_id.clone(),
             kind: self.kind,
+            edited_at_ms: None,
+            deleted: false,
+            reactions: None,
         }
     }
 }
@@ -62,7 +188,7 @@ pub struct ReadState {
     pub unread: u64,
 }
 
-/// One page of history, oldest first.
+/// One page of history, oldest first: messages in their current state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryPage {
     pub messages: Vec<ChatMessage>,
@@ -70,22 +196,58 @@ pub struct HistoryPage {
     pub has_more: bool,
 }
 
-/// A row of a batch the database refused on its own (for what it holds);
-/// the rest of the batch was stored without it and it took no `seq`.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("the database refused this message: {0}")]
-pub struct Rejected(pub String);
-
-/// A row the store holds: just stored, or (`repeated`) an earlier message
-/// with the same `clientId` from the same user in the same room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted {
-    pub message: ChatMessage,
-    pub repeated: bool,
+/// Why an event was not stored, for what it asks (its sender is told).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No such message in that room, or it was deleted.
+    #[error("no such message in this room")]
+    NotFound,
+    /// Only the author may edit or delete a message.
+    #[error("only the author may do that")]
+    Forbidden,
+    /// The message has the most distinct reactions it may have.
+    #[error("too many distinct reactions on this message")]
+    TooManyReactions,
+    /// The database refused the row on its own (for what it holds); the
+    /// rest of the batch was stored without it.
+    #[error("the database refused this event: {0}")]
+    Rejected(String),
 }
 
-/// One row of an appended batch: accepted, or refused.
-pub type Appended = Result<Accepted, Rejected>;
+/// One row of an appended batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored with the room's next `seq`.
+    Stored(RoomEvent),
+    /// A resend: an earlier message with the same `clientId` from the same
+    /// user in the same room, within [`CLIENT_ID_WINDOW_MS`] (earlier, or
+    /// earlier in this batch). Not stored again.
+    Repeated(ChatMessage),
+    /// Changes nothing (a reaction the user already has, or removing one
+    /// they do not): not stored, no `seq`, nothing to tell anyone.
+    Unchanged,
+    Refused(Refusal),
+}
+
+impl Appended {
+    /// The stored event, if this row was stored.
+    pub fn event(&self) -> Option<&RoomEvent> {
+        match self {
+            Appended::Stored(event) => Some(event),
+            _ => None,
+        }
+    }
+
+    /// The room's `seq` of what this row is now (stored, or the original
+    /// of a resend).
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            Appended::Stored(event) => event.seq(),
+            Appended::Repeated(message) => Some(message.seq),
+            Appended::Unchanged | Appended::Refused(_) => None,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -124,15 +286,18 @@ impl Store {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }
 
-    /// Commits the batch and returns each row, in the same order, stored
-    /// with its `seq` or refused. A row the database refuses on its own
-    /// fails alone; every other row is stored, and within a room `seq`s
-    /// follow batch order with no gaps. A row whose `clientId` the same
-    /// user used in the same room within [`CLIENT_ID_WINDOW_MS`] (earlier,
-    /// or earlier in this batch) is not stored again: it is answered with
-    /// the original, `repeated`. `Err` means nothing was stored (the
-    /// database is unavailable).
-    pub async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
+    /// Commits the batch and returns each row's outcome, in the same
+    /// order. Rows are decided in batch order, each seeing the ones before
+    /// it (a deletion then an edit of the same message: the edit finds it
+    /// deleted). A row the database refuses on its own fails alone; every
+    /// other stored row takes its room's next `seq`, following batch order
+    /// with no gaps. `Err` means nothing was stored (the database is
+    /// unavailable).
+    pub async fn append(
+        &self,
+        batch: Vec<impl Into<NewEvent>>,
+    ) -> Result<Vec<Appended>, StoreError> {
+        let batch: Vec<NewEvent> = batch.into_iter().map(Into::into).collect();
         match self {
             Store::Memory(store) => Ok(store.append(&batch)),
             Store::Sql(store) => store.append(batch).await,
@@ -147,20 +312,23 @@ impl Store {
         }
     }
 
-    /// Up to `limit` messages with `seq > since`, oldest first.
+    /// Up to `limit` durable events with `seq > since`, oldest first:
+    /// what recovery replays. Messages show their current state (a deleted
+    /// one without its text); edits of a deleted message without theirs.
     pub async fn after(
         &self,
         room: &RoomId,
         since: u64,
         limit: usize,
-    ) -> Result<Vec<ChatMessage>, StoreError> {
+    ) -> Result<Vec<RoomEvent>, StoreError> {
         match self {
             Store::Memory(store) => Ok(store.after(room, since, limit)),
             Store::Sql(store) => store.after(room, since, limit).await,
         }
     }
 
-    /// The newest `limit` messages with `seq < before` (or the newest at all).
+    /// The newest `limit` messages with `seq < before` (or the newest at
+    /// all), in their current state with their reactions.
     pub async fn page(
         &self,
         room: &RoomId,
@@ -183,7 +351,7 @@ impl Store {
     }
 
     /// The user's read marker in the room (0 if none) and how many messages
-    /// by others come after it.
+    /// by others come after it, deleted ones not counted.
     pub async fn read_state(&self, room: &RoomId, user: &str) -> Result<ReadState, StoreError> {
         match self {
             Store::Memory(store) => Ok(store.read_state(room, user)),
@@ -199,7 +367,8 @@ impl Store {
         }
     }
 
-    /// Deletes messages older than `cutoff_ms`; returns how many.
+    /// Deletes events older than `cutoff_ms` (and the reactions of the
+    /// messages among them); returns how many events.
     pub async fn prune(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         match self {
             Store::Memory(store) => Ok(store.prune(cutoff_ms)),

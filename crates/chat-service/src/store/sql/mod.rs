@@ -8,13 +8,51 @@ mod writer;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chat_proto::{ChatMessage, Receipt, RoomId};
+use std::collections::HashMap;
+
+use chat_proto::server::MAX_REACTION_USERS;
+use chat_proto::{
+    ChatMessage, MessageDeletion, MessageEdit, MessageKind, ReactionChange, ReactionSummary,
+    Receipt, RoomEvent, RoomId,
+};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
-use self::statements::{Placeholders, COLUMNS};
+use self::statements::{Placeholders, EVENT_COLUMNS};
 use self::writer::Writer;
-use super::{Appended, HistoryPage, NewMessage, ReadState, StoreError, MAX_UNREAD};
+use super::{Appended, HistoryPage, NewEvent, ReadState, StoreError, MAX_UNREAD};
+
+/// What a row of the log is, in its `kind` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
+pub(super) enum LogKind {
+    User,
+    System,
+    Edit,
+    Delete,
+    Reaction,
+}
+
+impl LogKind {
+    fn of(event: &NewEvent) -> LogKind {
+        match event {
+            NewEvent::Message(new) => match new.kind {
+                MessageKind::User => LogKind::User,
+                MessageKind::System => LogKind::System,
+            },
+            NewEvent::Edit(_) => LogKind::Edit,
+            NewEvent::Delete(_) => LogKind::Delete,
+            NewEvent::React(_) => LogKind::Reaction,
+        }
+    }
+
+    pub(super) fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// The rows that are messages, for SQL: `kind IN ('user', 'system')`.
+const MESSAGE_KINDS: &str = "kind IN ('user', 'system')";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -94,7 +132,7 @@ impl SqlStore {
     }
 
     /// Commits the batch in one transaction on the writer's connection.
-    pub(super) async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
+    pub(super) async fn append(&self, batch: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
         self.writer.append(batch).await
     }
 
@@ -112,16 +150,17 @@ impl SqlStore {
         room: &RoomId,
         since: u64,
         limit: usize,
-    ) -> Result<Vec<ChatMessage>, StoreError> {
+    ) -> Result<Vec<RoomEvent>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM messages WHERE room_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+            "SELECT {EVENT_COLUMNS} FROM room_events WHERE room_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3"
         ))
         .bind(room.as_str())
         .bind(clamp_i64(since))
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(message_from_row).collect()
+        rows.iter().map(event_from_row).collect()
     }
 
     pub(super) async fn page(
@@ -132,8 +171,8 @@ impl SqlStore {
     ) -> Result<HistoryPage, StoreError> {
         // One extra row tells whether an older page exists.
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM messages WHERE room_id = $1 AND seq < $2 \
-             ORDER BY seq DESC LIMIT $3"
+            "SELECT {EVENT_COLUMNS} FROM room_events WHERE room_id = $1 AND seq < $2 \
+             AND {MESSAGE_KINDS} ORDER BY seq DESC LIMIT $3"
         ))
         .bind(room.as_str())
         .bind(before.map_or(i64::MAX, clamp_i64))
@@ -147,7 +186,55 @@ impl SqlStore {
             .map(message_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         messages.reverse();
+        self.attach_reactions(room, &mut messages).await?;
         Ok(HistoryPage { messages, has_more })
+    }
+
+    /// Gives each message of a page its reactions: per emoji (in the order
+    /// they first appeared) the count and the first users.
+    async fn attach_reactions(
+        &self,
+        room: &RoomId,
+        messages: &mut [ChatMessage],
+    ) -> Result<(), StoreError> {
+        let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
+            return Ok(());
+        };
+        let rows = sqlx::query(
+            "SELECT message_id, emoji, user_id, n FROM ( \
+               SELECT message_id, emoji, user_id, seq, \
+                 ROW_NUMBER() OVER (PARTITION BY message_id, emoji ORDER BY seq) AS rn, \
+                 COUNT(*) OVER (PARTITION BY message_id, emoji) AS n, \
+                 MIN(seq) OVER (PARTITION BY message_id, emoji) AS first_seq \
+               FROM reactions WHERE room_id = $1 AND message_seq BETWEEN $2 AND $3 \
+             ) ranked WHERE rn <= $4 ORDER BY message_id, first_seq, rn",
+        )
+        .bind(room.as_str())
+        .bind(clamp_i64(first.seq))
+        .bind(clamp_i64(last.seq))
+        .bind(MAX_REACTION_USERS as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_message: HashMap<String, Vec<ReactionSummary>> = HashMap::new();
+        for row in &rows {
+            let message_id: String = row.try_get("message_id")?;
+            let emoji: String = row.try_get("emoji")?;
+            let user_id: String = row.try_get("user_id")?;
+            let count = row.try_get::<i64, _>("n")? as u64;
+            let summaries = by_message.entry(message_id).or_default();
+            match summaries.last_mut() {
+                Some(summary) if summary.emoji == emoji => summary.user_ids.push(user_id),
+                _ => summaries.push(ReactionSummary {
+                    emoji,
+                    count,
+                    user_ids: vec![user_id],
+                }),
+            }
+        }
+        for message in messages.iter_mut().filter(|m| !m.deleted) {
+            message.reactions = Some(by_message.remove(&message.id).unwrap_or_default());
+        }
+        Ok(())
     }
 
     pub(super) async fn mark_read(
@@ -173,10 +260,11 @@ impl SqlStore {
         let read_seq = read_seq.unwrap_or(0);
         // Counted up to a bound: a join must not scan a huge room's whole
         // log for a user who never read it.
-        let unread: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM messages \
-             WHERE room_id = $1 AND seq > $2 AND user_id <> $3 LIMIT $4) AS unread",
-        )
+        let unread: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM room_events \
+             WHERE room_id = $1 AND seq > $2 AND {MESSAGE_KINDS} AND deleted = 0 \
+             AND user_id <> $3 LIMIT $4) AS unread"
+        ))
         .bind(room.as_str())
         .bind(read_seq)
         .bind(user)
@@ -207,10 +295,16 @@ impl SqlStore {
     }
 
     pub(super) async fn prune(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM messages WHERE created_at_ms < $1")
+        let done = sqlx::query("DELETE FROM room_events WHERE created_at_ms < $1")
             .bind(cutoff_ms)
             .execute(&self.pool)
             .await?;
+        sqlx::query(
+            "DELETE FROM reactions WHERE NOT EXISTS \
+             (SELECT 1 FROM room_events e WHERE e.id = reactions.message_id)",
+        )
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 
@@ -224,20 +318,75 @@ fn clamp_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+fn decode_error(what: &str) -> StoreError {
+    StoreError::Database(sqlx::Error::Decode(what.to_owned().into()))
+}
+
+/// A message row (kind `user` or `system`) in its current state.
 pub(super) fn message_from_row(row: &AnyRow) -> Result<ChatMessage, StoreError> {
+    let kind = match log_kind(row)? {
+        LogKind::User => MessageKind::User,
+        LogKind::System => MessageKind::System,
+        _ => return Err(decode_error("expected a message row")),
+    };
     Ok(ChatMessage {
         room_id: row.try_get("room_id")?,
         seq: row.try_get::<i64, _>("seq")? as u64,
         id: row.try_get("id")?,
         user_id: row.try_get::<String, _>("user_id")?.into(),
         username: row.try_get::<String, _>("username")?.into(),
-        message: row.try_get("message")?,
+        message: row.try_get("body")?,
         timestamp_ms: row.try_get("created_at_ms")?,
         client_id: row.try_get("client_id")?,
-        kind: row
-            .try_get::<String, _>("kind")?
-            .parse()
-            .map_err(|_| sqlx::Error::Decode("unknown message kind".into()))?,
+        kind,
+        edited_at_ms: row.try_get("edited_at_ms")?,
+        deleted: row.try_get::<i64, _>("deleted")? != 0,
+        reactions: None,
+    })
+}
+
+fn log_kind(row: &AnyRow) -> Result<LogKind, StoreError> {
+    row.try_get::<String, _>("kind")?
+        .parse()
+        .map_err(|_| decode_error("unknown event kind"))
+}
+
+/// Any row of the log, as the event it records.
+fn event_from_row(row: &AnyRow) -> Result<RoomEvent, StoreError> {
+    let kind = log_kind(row)?;
+    if matches!(kind, LogKind::User | LogKind::System) {
+        return Ok(RoomEvent::Message(message_from_row(row)?));
+    }
+    let room_id: String = row.try_get("room_id")?;
+    let seq = row.try_get::<i64, _>("seq")? as u64;
+    let message_id: String = row
+        .try_get::<Option<String>, _>("target_id")?
+        .ok_or_else(|| decode_error("an event row without its message"))?;
+    let user_id: std::sync::Arc<str> = row.try_get::<String, _>("user_id")?.into();
+    Ok(match kind {
+        LogKind::Edit => RoomEvent::Edited(MessageEdit {
+            room_id,
+            message_id,
+            message: row.try_get("body")?,
+            edited_at_ms: row.try_get("created_at_ms")?,
+            user_id,
+            seq,
+        }),
+        LogKind::Delete => RoomEvent::Deleted(MessageDeletion {
+            room_id,
+            message_id,
+            user_id,
+            seq,
+        }),
+        LogKind::Reaction => RoomEvent::Reaction(ReactionChange {
+            room_id,
+            message_id,
+            emoji: row.try_get("body")?,
+            user_id,
+            added: row.try_get::<Option<i64>, _>("added")? == Some(1),
+            seq,
+        }),
+        LogKind::User | LogKind::System => unreachable!("messages are decoded above"),
     })
 }
 

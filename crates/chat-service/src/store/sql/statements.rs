@@ -3,8 +3,13 @@
 use std::fmt::Write;
 use std::sync::LazyLock;
 
+/// What a new message's row sets.
 pub(super) const COLUMNS: &str =
-    "room_id, seq, id, user_id, username, message, created_at_ms, client_id, kind";
+    "room_id, seq, id, user_id, username, body, created_at_ms, client_id, kind";
+
+/// What reading any row of the log needs.
+pub(super) const EVENT_COLUMNS: &str = "room_id, seq, id, user_id, username, body, \
+    created_at_ms, client_id, kind, target_id, edited_at_ms, deleted, added";
 
 /// How a statement names its parameters. PostgreSQL needs `$n`. SQLite
 /// accepts `$n` too, but sqlx then looks each name up, which SQLite does in
@@ -47,7 +52,7 @@ impl Statement {
     fn head(self) -> String {
         match self {
             Statement::Reserve => "INSERT INTO room_seq (room_id, last_seq) VALUES ".into(),
-            Statement::Insert => format!("INSERT INTO messages ({COLUMNS}) VALUES "),
+            Statement::Insert => format!("INSERT INTO room_events ({COLUMNS}) VALUES "),
         }
     }
 

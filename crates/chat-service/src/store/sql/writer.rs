@@ -9,21 +9,22 @@
 //! is woken once per batch. A connection of its own also keeps writes from
 //! queueing behind history reads for a pooled one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chat_proto::{ChatMessage, RoomId};
-use sqlx::{AnyPool, Row};
+use chat_proto::{ChatMessage, RoomEvent, RoomId};
+use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::statements::{chunk_rows, statement, Placeholders, Statement, COLUMNS};
-use super::{message_from_row, PoolSettings};
-use crate::store::{Accepted, Appended, NewMessage, Rejected, StoreError, CLIENT_ID_WINDOW_MS};
+use super::statements::{chunk_rows, statement, Placeholders, Statement, EVENT_COLUMNS};
+use super::{message_from_row, LogKind, PoolSettings, MESSAGE_KINDS};
+use crate::store::rules::{self, Decision, Target};
+use crate::store::{Appended, NewEvent, NewMessage, Refusal, StoreError, CLIENT_ID_WINDOW_MS};
 
 type Reply = oneshot::Sender<Result<Vec<Appended>, StoreError>>;
 
 enum Job {
     Append {
-        batch: Vec<NewMessage>,
+        batch: Vec<NewEvent>,
         reply: Reply,
     },
     MarkRead {
@@ -56,7 +57,7 @@ impl Writer {
         Ok(Writer { jobs })
     }
 
-    pub(super) async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
+    pub(super) async fn append(&self, batch: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job::Append { batch, reply })
@@ -142,20 +143,20 @@ async fn serve(mut queue: mpsc::Receiver<Job>, pool: AnyPool, placeholders: Plac
 
 /// Commits the batch in one transaction; if the database refuses it for
 /// what some row holds, commits the rest without the rows it refuses on
-/// their own. A batch mixes many senders' messages, and one bad row must
+/// their own. A batch mixes many senders' events, and one bad row must
 /// not fail the others. Halving keeps this to about 2·log2(n) extra
 /// transactions per bad row, and a database that is down fails at once
 /// (its errors are not about rows, so nothing is retried).
 async fn append_isolating(
     pool: &AnyPool,
     placeholders: Placeholders,
-    batch: &[NewMessage],
+    batch: &[NewEvent],
 ) -> Result<Vec<Appended>, StoreError> {
     let earlier = earlier_sends(pool, batch).await?;
     if earlier.iter().all(Option::is_none) {
         return store_isolating(pool, placeholders, batch).await;
     }
-    let fresh: Vec<NewMessage> = batch
+    let fresh: Vec<NewEvent> = batch
         .iter()
         .zip(&earlier)
         .filter(|(_, earlier)| earlier.is_none())
@@ -168,14 +169,13 @@ async fn append_isolating(
     for earlier in earlier {
         let answer = match earlier {
             None => stored.next().expect("one answer per fresh row"),
-            Some(Earlier::Stored(message)) => Ok(Accepted {
-                message,
-                repeated: true,
-            }),
-            Some(Earlier::InBatch(first)) => answers[first].clone().map(|accepted| Accepted {
-                repeated: true,
-                ..accepted
-            }),
+            Some(Earlier::Stored(message)) => Appended::Repeated(message),
+            Some(Earlier::InBatch(first)) => match &answers[first] {
+                Appended::Stored(RoomEvent::Message(message)) | Appended::Repeated(message) => {
+                    Appended::Repeated(message.clone())
+                }
+                other => other.clone(),
+            },
         };
         answers.push(answer);
     }
@@ -212,26 +212,38 @@ enum Earlier {
 
 async fn earlier_sends(
     pool: &AnyPool,
-    batch: &[NewMessage],
+    batch: &[NewEvent],
 ) -> Result<Vec<Option<Earlier>>, StoreError> {
     let mut earlier = Vec::with_capacity(batch.len());
-    for (index, new) in batch.iter().enumerate() {
-        let Some(client_id) = &new.client_id else {
-            earlier.push(None);
-            continue;
+    for (index, event) in batch.iter().enumerate() {
+        let (new, client_id) = match event {
+            NewEvent::Message(
+                new @ NewMessage {
+                    client_id: Some(client_id),
+                    ..
+                },
+            ) => (new, client_id),
+            _ => {
+                earlier.push(None);
+                continue;
+            }
         };
-        let same = |other: &NewMessage| {
-            other.client_id.as_ref() == Some(client_id)
-                && other.room_id == new.room_id
-                && other.user_id == new.user_id
+        let same = |other: &NewEvent| match other {
+            NewEvent::Message(other) => {
+                other.client_id.as_ref() == Some(client_id)
+                    && other.room_id == new.room_id
+                    && other.user_id == new.user_id
+            }
+            _ => false,
         };
         if let Some(first) = batch[..index].iter().position(same) {
             earlier.push(Some(Earlier::InBatch(first)));
             continue;
         }
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM messages WHERE room_id = $1 AND user_id = $2 \
-             AND client_id = $3 AND created_at_ms >= $4 ORDER BY seq DESC LIMIT 1"
+            "SELECT {EVENT_COLUMNS} FROM room_events WHERE room_id = $1 AND user_id = $2 \
+             AND client_id = $3 AND created_at_ms >= $4 AND {MESSAGE_KINDS} \
+             ORDER BY seq DESC LIMIT 1"
         ))
         .bind(new.room_id.as_str())
         .bind(&*new.user_id)
@@ -253,24 +265,19 @@ async fn earlier_sends(
 async fn store_isolating(
     pool: &AnyPool,
     placeholders: Placeholders,
-    batch: &[NewMessage],
+    batch: &[NewEvent],
 ) -> Result<Vec<Appended>, StoreError> {
     let mut done: Vec<Appended> = Vec::with_capacity(batch.len());
     // Halves still to commit, in batch order (a stack: the last pushed
     // is the next in order), so each room's `seq`s follow batch order.
-    let mut pending: Vec<&[NewMessage]> = vec![batch];
+    let mut pending: Vec<&[NewEvent]> = vec![batch];
     while let Some(part) = pending.pop() {
         match append(pool, placeholders, part).await {
-            Ok(stored) => done.extend(stored.into_iter().map(|message| {
-                Ok(Accepted {
-                    message,
-                    repeated: false,
-                })
-            })),
+            Ok(answers) => done.extend(answers),
             Err(StoreError::Database(error)) if refuses_row(&error) => {
                 if let [single] = part {
-                    tracing::warn!(id = %single.id, room = ?single.room_id.as_str(), %error, "database refused a message");
-                    done.push(Err(Rejected(error.to_string())));
+                    tracing::warn!(room = ?single.room_id().as_str(), %error, "database refused an event");
+                    done.push(Appended::Refused(Refusal::Rejected(error.to_string())));
                 } else {
                     let (first, second) = part.split_at(part.len() / 2);
                     pending.push(second);
@@ -304,21 +311,32 @@ fn refuses_row(error: &sqlx::Error) -> bool {
     }
 }
 
-/// Reserves each room's next `seq`s and inserts the batch, in one
-/// transaction.
+/// Decides each row (edits, deletions and reactions against what the
+/// database holds, in the transaction), reserves each room's next `seq`s
+/// for the rows to store, and stores them, in one transaction.
 async fn append(
     pool: &AnyPool,
     placeholders: Placeholders,
-    batch: &[NewMessage],
-) -> Result<Vec<ChatMessage>, StoreError> {
+    batch: &[NewEvent],
+) -> Result<Vec<Appended>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let decisions = if batch.iter().all(|e| matches!(e, NewEvent::Message(_))) {
+        // The hot path: new messages are always stored.
+        vec![Decision::Store; batch.len()]
+    } else {
+        lock_rooms(&mut tx, batch).await?;
+        let mut targets = load_targets(&mut tx, batch).await?;
+        rules::decide(batch, &mut targets)
+    };
     // Rooms are reserved in a fixed order so two writers locking the
     // same rooms can never deadlock each other.
     let mut per_room: BTreeMap<&RoomId, u64> = BTreeMap::new();
-    for new in batch {
-        *per_room.entry(&new.room_id).or_default() += 1;
+    for (event, decision) in batch.iter().zip(&decisions) {
+        if *decision == Decision::Store {
+            *per_room.entry(event.room_id()).or_default() += 1;
+        }
     }
     let rooms: Vec<(&RoomId, u64)> = per_room.into_iter().collect();
-    let mut tx = pool.begin().await?;
     let mut next_seq: BTreeMap<&RoomId, u64> = BTreeMap::new();
     // One statement reserves `seq`s for many rooms.
     let mut rest = rooms.as_slice();
@@ -339,15 +357,29 @@ async fn append(
         }
         rest = tail;
     }
-    let stored: Vec<ChatMessage> = batch
+    let answers: Vec<Appended> = batch
         .iter()
-        .map(|new| {
-            let seq = next_seq.get_mut(&new.room_id).expect("every room reserved");
-            *seq += 1;
-            new.stored(*seq - 1)
+        .zip(decisions)
+        .map(|(event, decision)| match decision {
+            Decision::Store => {
+                let seq = next_seq
+                    .get_mut(event.room_id())
+                    .expect("every room reserved");
+                *seq += 1;
+                Appended::Stored(event.stored(*seq - 1))
+            }
+            Decision::Unchanged => Appended::Unchanged,
+            Decision::Refuse(refusal) => Appended::Refused(refusal),
         })
         .collect();
-    let mut rest = stored.as_slice();
+    let stored_messages: Vec<&ChatMessage> = answers
+        .iter()
+        .filter_map(|answer| match answer {
+            Appended::Stored(RoomEvent::Message(message)) => Some(message),
+            _ => None,
+        })
+        .collect();
+    let mut rest = stored_messages.as_slice();
     while !rest.is_empty() {
         let rows = chunk_rows(rest.len());
         let (chunk, tail) = rest.split_at(rows);
@@ -367,6 +399,202 @@ async fn append(
         insert.execute(&mut *tx).await?;
         rest = tail;
     }
+    // In batch order, after the messages: a change may be about a message
+    // of this batch, and changes to one message apply in order.
+    for (event, answer) in batch.iter().zip(&answers) {
+        if let Appended::Stored(stored) = answer {
+            if !matches!(event, NewEvent::Message(_)) {
+                store_change(&mut tx, event, stored).await?;
+            }
+        }
+    }
     tx.commit().await?;
-    Ok(stored)
+    Ok(answers)
+}
+
+/// Takes the row lock of the rooms whose messages the batch changes before
+/// reading those messages, so a writer in another process cannot change
+/// them between our reading and our writing (SQLite has one writer at a
+/// time anyway). Creates no row.
+async fn lock_rooms(tx: &mut Transaction<'_, Any>, batch: &[NewEvent]) -> Result<(), StoreError> {
+    let rooms: BTreeSet<&RoomId> = batch
+        .iter()
+        .filter(|e| !matches!(e, NewEvent::Message(_)))
+        .map(NewEvent::room_id)
+        .collect();
+    for room in rooms {
+        sqlx::query("UPDATE room_seq SET last_seq = last_seq WHERE room_id = $1")
+            .bind(room.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// What the database holds of each message the batch's changes name: its
+/// author, kind and state, its reactions per emoji, and whether the users
+/// reacting in the batch have reacted so already.
+async fn load_targets(
+    tx: &mut Transaction<'_, Any>,
+    batch: &[NewEvent],
+) -> Result<HashMap<String, Target>, StoreError> {
+    let conn: &mut AnyConnection = tx;
+    let mut targets: HashMap<String, Target> = HashMap::new();
+    for event in batch {
+        let Some(id) = event.target() else { continue };
+        if !targets.contains_key(id) {
+            let row = sqlx::query(&format!(
+                "SELECT {EVENT_COLUMNS} FROM room_events WHERE id = $1 AND {MESSAGE_KINDS}"
+            ))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some(row) = row else { continue };
+            let message = message_from_row(&row)?;
+            let mut target = Target::fresh(&message.room_id, message.user_id, message.kind);
+            target.deleted = message.deleted;
+            let counts = sqlx::query(
+                "SELECT emoji, COUNT(*) AS n FROM reactions WHERE message_id = $1 GROUP BY emoji",
+            )
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
+            for count in counts {
+                target.emoji_counts.insert(
+                    count.try_get("emoji")?,
+                    count.try_get::<i64, _>("n")? as u64,
+                );
+            }
+            targets.insert(id.to_owned(), target);
+        }
+        if let NewEvent::React(reaction) = event {
+            let Some(target) = targets.get_mut(id) else {
+                continue;
+            };
+            if target
+                .reacted
+                .iter()
+                .any(|(_, user)| *user == reaction.user_id)
+            {
+                continue;
+            }
+            let emojis: Vec<String> = sqlx::query_scalar(
+                "SELECT emoji FROM reactions WHERE message_id = $1 AND user_id = $2",
+            )
+            .bind(id)
+            .bind(&*reaction.user_id)
+            .fetch_all(&mut *conn)
+            .await?;
+            target.reacted.extend(
+                emojis
+                    .into_iter()
+                    .map(|emoji| (emoji, reaction.user_id.clone())),
+            );
+        }
+    }
+    Ok(targets)
+}
+
+/// Stores an edit, deletion or reaction: its row in the log, and what it
+/// changes in the message's current state.
+async fn store_change(
+    tx: &mut Transaction<'_, Any>,
+    event: &NewEvent,
+    stored: &RoomEvent,
+) -> Result<(), StoreError> {
+    let conn: &mut AnyConnection = tx;
+    let seq = stored.seq().expect("a stored change has a seq") as i64;
+    let (id, message_id, user_id, body, at_ms, added) = match event {
+        NewEvent::Message(_) => unreachable!("messages are inserted in bulk"),
+        NewEvent::Edit(edit) => (
+            &edit.id,
+            &edit.message_id,
+            edit.user_id.clone(),
+            edit.message.as_str(),
+            edit.at_ms,
+            None,
+        ),
+        NewEvent::Delete(deletion) => (
+            &deletion.id,
+            &deletion.message_id,
+            deletion.by.user_id(),
+            "",
+            deletion.at_ms,
+            None,
+        ),
+        NewEvent::React(reaction) => (
+            &reaction.id,
+            &reaction.message_id,
+            reaction.user_id.clone(),
+            reaction.emoji.as_str(),
+            reaction.at_ms,
+            Some(i64::from(reaction.added)),
+        ),
+    };
+    sqlx::query(
+        "INSERT INTO room_events (room_id, seq, id, user_id, username, body, created_at_ms, \
+         kind, target_id, added) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(event.room_id().as_str())
+    .bind(seq)
+    .bind(id.as_str())
+    .bind(&*user_id)
+    .bind(&*user_id)
+    .bind(body)
+    .bind(at_ms)
+    .bind(LogKind::of(event).as_str())
+    .bind(message_id.as_str())
+    .bind(added)
+    .execute(&mut *conn)
+    .await?;
+    match event {
+        NewEvent::Message(_) => {}
+        NewEvent::Edit(edit) => {
+            sqlx::query("UPDATE room_events SET body = $1, edited_at_ms = $2 WHERE id = $3")
+                .bind(edit.message.as_str())
+                .bind(edit.at_ms)
+                .bind(message_id.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
+        NewEvent::Delete(_) => {
+            // A deleted message's words are gone everywhere: its text, the
+            // text of its edits, and its reactions.
+            sqlx::query("UPDATE room_events SET body = '', deleted = 1 WHERE id = $1")
+                .bind(message_id.as_str())
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("UPDATE room_events SET body = '' WHERE target_id = $1 AND kind = 'edit'")
+                .bind(message_id.as_str())
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM reactions WHERE message_id = $1")
+                .bind(message_id.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
+        NewEvent::React(reaction) if reaction.added => {
+            sqlx::query(
+                "INSERT INTO reactions (room_id, message_seq, message_id, emoji, user_id, seq) \
+                 SELECT room_id, seq, id, $2, $3, $4 FROM room_events WHERE id = $1",
+            )
+            .bind(message_id.as_str())
+            .bind(reaction.emoji.as_str())
+            .bind(&*reaction.user_id)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await?;
+        }
+        NewEvent::React(reaction) => {
+            sqlx::query(
+                "DELETE FROM reactions WHERE message_id = $1 AND emoji = $2 AND user_id = $3",
+            )
+            .bind(message_id.as_str())
+            .bind(reaction.emoji.as_str())
+            .bind(&*reaction.user_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
 }
