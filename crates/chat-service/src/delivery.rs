@@ -16,10 +16,12 @@ pub(crate) enum Audience<'a> {
         room: &'a str,
         except: Option<ConnId>,
     },
-    /// Every connection of the user but `except`.
+    /// Every connection of the user but `except` and, when `outside` names
+    /// a room, but those in it (which hear it as members).
     User {
         user: &'a str,
         except: Option<ConnId>,
+        outside: Option<&'a str>,
     },
 }
 

@@ -9,6 +9,7 @@ use chat_proto::{
     RoomId, ServerEvent,
 };
 
+use crate::delivery::Audience;
 use crate::hub::{self, ConnHandle, Frame, Push};
 use crate::sequencer::Origin;
 use crate::state::Shared;
@@ -413,7 +414,28 @@ impl Session {
             user_id: user.clone(),
             seq,
         };
-        self.shared.bus.room_event(&read, Some(self.conn.id));
+        let frame = hub::frame(&read.as_server_event());
+        let bus = &self.shared.bus;
+        let except = Some(self.conn.id);
+        bus.deliver(
+            Audience::Room {
+                room: room_id.as_str(),
+                except,
+            },
+            &frame,
+            None,
+        );
+        // The reader's tabs that are not in the room learn it too (their
+        // unread counts go down).
+        bus.deliver(
+            Audience::User {
+                user,
+                except,
+                outside: Some(room_id.as_str()),
+            },
+            &frame,
+            None,
+        );
         Ok(())
     }
 

@@ -132,3 +132,33 @@ async fn markers_in_memory() {
         (json!(1), json!(0))
     );
 }
+
+/// A reader's tabs that are not in the room hear of the read too (their
+/// unread counts go down), once; tabs in it hear it as members.
+#[tokio::test]
+async fn reads_reach_the_readers_tabs_outside_the_room() {
+    let server = TestServer::memory().await;
+    let mut ann = server.connect("ann").await;
+    let mut bob = server.connect("bob").await;
+    let mut bob_in = server.connect("bob").await;
+    let mut bob_out = server.connect("bob").await;
+    ann.join("r").await;
+    bob.join("r").await;
+    bob_in.join("r").await;
+    ann.expect("chat.userJoined").await;
+    ann.say("r", "one").await;
+    ann.expect("chat.message").await;
+    bob.expect("chat.message").await;
+    bob_in.expect("chat.message").await;
+    bob.send("chat.read", json!({"roomId": "r", "seq": 1}))
+        .await;
+    let read = json!({"roomId": "r", "userId": "bob", "seq": 1});
+    assert_eq!(ann.expect("chat.read").await, read);
+    assert_eq!(bob_in.expect("chat.read").await, read);
+    assert_eq!(bob_out.expect("chat.read").await, read);
+    for client in [&mut bob, &mut bob_in, &mut bob_out] {
+        client
+            .expect_silence(std::time::Duration::from_millis(100))
+            .await;
+    }
+}

@@ -220,13 +220,29 @@ impl Delivery for Hub {
                     None => 0,
                 }
             }
-            Audience::User { user, except } => {
+            Audience::User {
+                user,
+                except,
+                outside,
+            } => {
+                let members: Vec<ConnId> = match outside {
+                    Some(room) => self
+                        .shard(room)
+                        .get(room)
+                        .map(|room| room.connections_of(user))
+                        .unwrap_or_default(),
+                    None => Vec::new(),
+                };
                 let users = lock(&self.users);
                 let Some(user) = users.get(user) else {
                     return 0;
                 };
                 let (mut reached, mut evicted) = (0, 0);
-                for conn in user.conns.iter().filter(|c| Some(c.id) != except) {
+                let recipients = user
+                    .conns
+                    .iter()
+                    .filter(|c| Some(c.id) != except && !members.contains(&c.id));
+                for conn in recipients {
                     match conn.push(frame) {
                         Push::Queued => reached += 1,
                         Push::Evicted { first: true } => evicted += 1,

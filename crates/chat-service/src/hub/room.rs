@@ -43,6 +43,18 @@ impl Room {
         self.members.iter().any(|m| m.conn.id == conn_id)
     }
 
+    /// The user's connections in this room.
+    pub(super) fn connections_of(&self, user: &str) -> Vec<ConnId> {
+        if !self.users.contains_key(user) {
+            return Vec::new();
+        }
+        self.members
+            .iter()
+            .filter(|m| &*m.conn.user_id == user)
+            .map(|m| m.conn.id)
+            .collect()
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.members.is_empty()
     }

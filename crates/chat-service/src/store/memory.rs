@@ -25,10 +25,12 @@ struct Entry {
 struct RoomLog {
     last_seq: u64,
     recent: VecDeque<Entry>,
-    /// Reactions of kept messages: per message, each emoji with who
-    /// reacted, in the order they did.
-    reactions: HashMap<String, Vec<(String, Vec<Arc<str>>)>>,
+    /// Reactions of kept messages, per message id.
+    reactions: HashMap<String, Reactions>,
 }
+
+/// Each emoji with who reacted so, in the order they did.
+type Reactions = Vec<(String, Vec<Arc<str>>)>;
 
 impl RoomLog {
     fn message(&self, id: &str) -> Option<&ChatMessage> {

@@ -20,6 +20,14 @@ pub fn sqlite() -> TestDb {
     }
 }
 
+/// The memory store: nothing on disk, nothing survives a restart.
+pub fn memory() -> TestDb {
+    TestDb {
+        url: "memory:".into(),
+        _dir: None,
+    }
+}
+
 /// A fresh database on the server `TEST_POSTGRES_URL` names. Tests that call
 /// this are `#[ignore]`d by default; run anyway without a server, they fail
 /// (never pass while doing nothing).
