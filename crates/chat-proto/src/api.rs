@@ -58,6 +58,51 @@ pub struct DeletedResponse {
     pub delivered: usize,
 }
 
+/// Answer of `PUT` and `DELETE /rooms/{roomId}/members/{userId}`: whether
+/// the user is now a member, and whether that changed anything.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MembershipResponse {
+    pub room_id: String,
+    pub user_id: String,
+    pub member: bool,
+    pub changed: bool,
+}
+
+/// Answer of `GET /rooms/{roomId}/members`: user ids in the order added.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MembersResponse {
+    pub room_id: String,
+    pub members: Vec<String>,
+}
+
+/// Answer of `PUT` and `DELETE /blocks/{userId}/{blockedId}`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockResponse {
+    pub user_id: String,
+    pub blocked_id: String,
+    pub blocked: bool,
+    pub changed: bool,
+}
+
+/// Query of `GET /api/dms` (and the gateway's `/chat/api/dms`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DmListQuery {
+    /// An ISO timestamp: conversations last active before it.
+    pub before: Option<String>,
+    pub limit: Option<u64>,
+}
+
+/// Response of `GET /api/dms`: the data of a `chat.dm.list` event.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DmListResponse {
+    pub conversations: Vec<crate::server::DmConversation>,
+    pub has_more: bool,
+}
+
 /// `GET /stats`
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

@@ -41,6 +41,38 @@ impl RoomId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Who may be in the room, by the prefix of its id.
+    pub fn access(&self) -> RoomAccess {
+        if self.0.starts_with(DM_ROOM_PREFIX) {
+            RoomAccess::Direct
+        } else if self.0.starts_with(PRIVATE_ROOM_PREFIX) {
+            RoomAccess::Private
+        } else {
+            RoomAccess::Public
+        }
+    }
+
+    /// A room only its members may enter, read or learn anything about.
+    pub fn is_members_only(&self) -> bool {
+        self.access() != RoomAccess::Public
+    }
+}
+
+/// Rooms of a direct conversation: `dm:` and an opaque id.
+pub const DM_ROOM_PREFIX: &str = "dm:";
+/// Rooms whose members the application manages.
+pub const PRIVATE_ROOM_PREFIX: &str = "private:";
+
+/// Who may be in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomAccess {
+    /// Anyone may join.
+    Public,
+    /// Members only; the application manages who (`private:` rooms).
+    Private,
+    /// The two participants of a direct conversation (`dm:` rooms).
+    Direct,
 }
 
 /// Rooms are found by their text: a `RoomId` hashes and compares as it.
@@ -117,6 +149,30 @@ pub enum ClientEvent {
         emoji: String,
         added: bool,
     },
+    /// Joins the one conversation between the user and `user_id`.
+    DmOpen {
+        user_id: String,
+    },
+    /// The user's conversations, most recent activity first.
+    DmList {
+        /// Only conversations last active before this (epoch ms).
+        before: Option<i64>,
+        limit: u32,
+    },
+    /// This connection is away (the tab is hidden) or back.
+    Status {
+        away: bool,
+    },
+    /// Where these users are; with `subscribe`, keep telling (`Some(true)`)
+    /// or stop (`Some(false)`).
+    Presence {
+        user_ids: Vec<String>,
+        subscribe: Option<bool>,
+    },
+    /// Who is in the room.
+    Members {
+        room_id: RoomId,
+    },
 }
 
 impl ClientEvent {
@@ -138,6 +194,11 @@ impl ClientEvent {
             ClientEvent::Delete { .. } => EventKind::Delete,
             ClientEvent::React { added: true, .. } => EventKind::React,
             ClientEvent::React { added: false, .. } => EventKind::Unreact,
+            ClientEvent::DmOpen { .. } => EventKind::DmOpen,
+            ClientEvent::DmList { .. } => EventKind::DmList,
+            ClientEvent::Status { .. } => EventKind::Status,
+            ClientEvent::Presence { .. } => EventKind::Presence,
+            ClientEvent::Members { .. } => EventKind::Members,
         }
     }
 }
@@ -177,6 +238,16 @@ pub enum EventKind {
     React,
     #[strum(serialize = "chat.unreact")]
     Unreact,
+    #[strum(serialize = "chat.dm.open")]
+    DmOpen,
+    #[strum(serialize = "chat.dm.list")]
+    DmList,
+    #[strum(serialize = "chat.status")]
+    Status,
+    #[strum(serialize = "chat.presence")]
+    Presence,
+    #[strum(serialize = "chat.members")]
+    Members,
 }
 
 impl EventKind {
@@ -418,6 +489,148 @@ fn message_id(field: Option<Loose<String>>) -> Result<MessageId, ProtoError> {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DmOpenData {
+    user_id: Option<Loose<String>>,
+}
+
+impl EventData for DmOpenData {
+    fn validate(self, _: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        Ok(ClientEvent::DmOpen {
+            user_id: user_id(self.user_id)?,
+        })
+    }
+}
+
+/// Conversations listed by `chat.dm.list` when it gives no `limit`, and
+/// the most it may ask for.
+pub const DM_LIST_DEFAULT: u32 = 20;
+pub const DM_LIST_MAX: u32 = 100;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DmListData {
+    before: Option<Loose<String>>,
+    limit: Option<Loose<u64>>,
+}
+
+impl EventData for DmListData {
+    fn validate(self, _: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        Ok(ClientEvent::DmList {
+            before: match self.before {
+                None => None,
+                Some(Loose::Valid(time)) => Some(
+                    crate::time::parse_iso_millis(&time)
+                        .ok_or_else(|| invalid_format("before must be an ISO timestamp"))?,
+                ),
+                Some(Loose::Invalid(_)) => {
+                    return Err(invalid_format("before must be an ISO timestamp"))
+                }
+            },
+            limit: dm_list_limit(match self.limit {
+                None => None,
+                Some(Loose::Valid(n)) => Some(n),
+                Some(Loose::Invalid(_)) => Some(0),
+            })?,
+        })
+    }
+}
+
+/// A page size of conversations: the default when absent, else 1..=max.
+pub fn dm_list_limit(limit: Option<u64>) -> Result<u32, ProtoError> {
+    match limit {
+        None => Ok(DM_LIST_DEFAULT),
+        Some(n) if (1..=u64::from(DM_LIST_MAX)).contains(&n) => Ok(n as u32),
+        Some(_) => Err(invalid_format(format!(
+            "limit must be an integer from 1 to {DM_LIST_MAX}"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusData {
+    status: Option<Loose<String>>,
+}
+
+impl EventData for StatusData {
+    fn validate(self, _: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        let away = match self.status {
+            Some(Loose::Valid(status)) if status == "away" => true,
+            Some(Loose::Valid(status)) if status == "online" => false,
+            _ => return Err(invalid_format("status must be \"online\" or \"away\"")),
+        };
+        Ok(ClientEvent::Status { away })
+    }
+}
+
+/// Most users one `chat.presence` may name.
+pub const MAX_PRESENCE_USERS: usize = 100;
+/// Most users one connection may watch.
+pub const MAX_PRESENCE_SUBSCRIPTIONS: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PresenceData {
+    user_ids: Option<Loose<Vec<Loose<String>>>>,
+    subscribe: Option<Loose<bool>>,
+}
+
+impl EventData for PresenceData {
+    fn validate(self, _: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        let Some(Loose::Valid(ids)) = self.user_ids else {
+            return Err(invalid_format("userIds must be a list of user ids"));
+        };
+        if ids.len() > MAX_PRESENCE_USERS {
+            return Err(invalid_format(format!(
+                "userIds may name at most {MAX_PRESENCE_USERS} users"
+            )));
+        }
+        let user_ids = ids
+            .into_iter()
+            .map(|id| user_id(Some(id)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ClientEvent::Presence {
+            user_ids,
+            subscribe: match self.subscribe {
+                None => None,
+                Some(Loose::Valid(flag)) => Some(flag),
+                Some(Loose::Invalid(_)) => {
+                    return Err(invalid_format("subscribe must be true or false"))
+                }
+            },
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MembersData {
+    room_id: Option<Loose<String>>,
+}
+
+impl EventData for MembersData {
+    fn validate(self, limits: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        Ok(ClientEvent::Members {
+            room_id: room_id(self.room_id, limits)?,
+        })
+    }
+}
+
+fn user_id(field: Option<Loose<String>>) -> Result<String, ProtoError> {
+    match field {
+        Some(Loose::Valid(id)) if crate::api::valid_user_id(&id) => Ok(id),
+        _ => Err(ProtoError::new(
+            ErrorCode::InvalidUser,
+            format!(
+                "userId must be a string of 1-{} characters, not blank, without control characters",
+                crate::api::MAX_USER_ID_CHARS
+            ),
+        )),
+    }
+}
+
 /// Most distinct emoji one message may carry.
 pub const MAX_DISTINCT_REACTIONS: usize = 20;
 
@@ -476,6 +689,11 @@ pub fn parse_client_frame(text: &str, limits: &ProtoLimits) -> Result<ClientEven
         EventKind::Delete => validated::<DeleteData>(data, limits),
         EventKind::React => validated::<ReactData<true>>(data, limits),
         EventKind::Unreact => validated::<ReactData<false>>(data, limits),
+        EventKind::DmOpen => validated::<DmOpenData>(data, limits),
+        EventKind::DmList => validated::<DmListData>(data, limits),
+        EventKind::Status => validated::<StatusData>(data, limits),
+        EventKind::Presence => validated::<PresenceData>(data, limits),
+        EventKind::Members => validated::<MembersData>(data, limits),
     }
 }
 
@@ -584,7 +802,8 @@ fn username(
 pub fn display_name(raw: &str, max_chars: usize) -> Option<String> {
     let cleaned: String = raw.chars().filter(|&c| !hides_or_reorders(c)).collect();
     let trimmed = cleaned.trim();
-    (!trimmed.is_empty()).then(|| truncate_chars(trimmed, max_chars).to_owned())
+    // Cut, then trimmed again: the cut may end on a space.
+    (!trimmed.is_empty()).then(|| truncate_chars(trimmed, max_chars).trim_end().to_owned())
 }
 
 fn hides_or_reorders(c: char) -> bool {

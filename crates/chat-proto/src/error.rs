@@ -26,6 +26,10 @@ pub enum ErrorCode {
     NotFound,
     /// The message already has the most distinct reactions it may have.
     TooManyReactions,
+    /// A user id that is not one (or a conversation with oneself).
+    InvalidUser,
+    /// A connection watching the presence of more users than it may.
+    TooManySubscriptions,
 }
 
 impl ErrorCode {

@@ -28,6 +28,6 @@ pub use client::{parse_client_frame, ClientEvent, MessageId, RoomId};
 pub use error::{ErrorCode, ProtoError};
 pub use limits::ProtoLimits;
 pub use server::{
-    ChatMessage, MessageDeletion, MessageEdit, MessageKind, ReactionChange, ReactionSummary,
-    Receipt, RoomEvent, ServerEvent,
+    ChatMessage, DmConversation, DmPeer, Member, MessageDeletion, MessageEdit, MessageKind,
+    PresenceStatus, ReactionChange, ReactionSummary, Receipt, RoomEvent, ServerEvent, UserPresence,
 };

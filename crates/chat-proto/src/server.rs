@@ -158,6 +158,68 @@ fn iso_field<S: Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> 
     serializer.serialize_str(&iso_millis(*ms))
 }
 
+fn optional_iso_field<S: Serializer>(ms: &Option<i64>, serializer: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => serializer.serialize_str(&iso_millis(*ms)),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// Where a user is: `online` while a connection is open and not away,
+/// `away` when every open connection said so, `offline` with none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, strum::IntoStaticStr)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum PresenceStatus {
+    Online,
+    Away,
+    Offline,
+}
+
+/// A user's presence; `lastSeen` is when their last connection closed
+/// (`null` if never seen).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserPresence {
+    pub user_id: String,
+    pub status: PresenceStatus,
+    #[serde(rename = "lastSeen", serialize_with = "optional_iso_field")]
+    pub last_seen_ms: Option<i64>,
+}
+
+/// Someone in a room, as `chat.members` lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    pub user_id: String,
+    pub username: String,
+    pub status: PresenceStatus,
+}
+
+/// The other side of a direct conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DmPeer<'a> {
+    pub user_id: &'a str,
+}
+
+/// One of a user's direct conversations, as `chat.dm.list` lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DmConversation {
+    pub room_id: String,
+    /// The other participant.
+    pub user_id: String,
+    pub last_seq: u64,
+    pub read_seq: u64,
+    pub unread: u64,
+    pub last_message: Option<ChatMessage>,
+    /// When the conversation was last written to (or opened): what the
+    /// list is ordered by, and what `before` pages by.
+    #[serde(rename = "lastActivity", serialize_with = "iso_field")]
+    pub last_activity_ms: i64,
+}
+
 /// Everything a room's members see happen in it. Durable events are
 /// stored in the room's log and carry its next `seq`; passing ones
 /// (typing, arrivals and departures, read markers) are not stored and
@@ -318,6 +380,36 @@ pub enum ServerEvent<'a> {
         read_seq: u64,
         /// Messages by others after the marker.
         unread: u64,
+        /// For a direct conversation: who it is with.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dm: Option<DmPeer<'a>>,
+    },
+    /// The connection was taken out of a private room (its membership was
+    /// removed).
+    #[serde(rename = "chat.removed", rename_all = "camelCase")]
+    Removed { room_id: &'a str },
+    /// A direct message for a connection that has not joined that
+    /// conversation.
+    #[serde(rename = "chat.dm.incoming", rename_all = "camelCase")]
+    DmIncoming {
+        room_id: &'a str,
+        user_id: &'a str,
+        username: &'a str,
+        message: &'a ChatMessage,
+    },
+    #[serde(rename = "chat.dm.list", rename_all = "camelCase")]
+    DmList {
+        conversations: &'a [DmConversation],
+        has_more: bool,
+    },
+    #[serde(rename = "chat.presence", rename_all = "camelCase")]
+    Presence { users: &'a [UserPresence] },
+    #[serde(rename = "chat.presence.changed")]
+    PresenceChanged(&'a UserPresence),
+    #[serde(rename = "chat.members", rename_all = "camelCase")]
+    Members {
+        room_id: &'a str,
+        members: &'a [Member],
     },
     #[serde(rename = "chat.userJoined", rename_all = "camelCase")]
     UserJoined { user_id: &'a str, room_id: &'a str },
@@ -486,6 +578,7 @@ mod tests {
             recovered: None,
             read_seq: 1,
             unread: 2,
+            dm: None,
         };
         assert_eq!(
             parsed(plain),
@@ -497,8 +590,34 @@ mod tests {
             recovered: Some(true),
             read_seq: 0,
             unread: 0,
+            dm: Some(DmPeer { user_id: "李雷" }),
         };
-        assert_eq!(parsed(recovered)["data"]["recovered"], json!(true));
+        let data = parsed(recovered)["data"].clone();
+        assert_eq!(data["recovered"], json!(true));
+        assert_eq!(data["dm"], json!({"userId": "李雷"}));
+    }
+
+    #[test]
+    fn presence_speaks_iso_and_null() {
+        let seen = UserPresence {
+            user_id: "u".into(),
+            status: PresenceStatus::Offline,
+            last_seen_ms: Some(0),
+        };
+        assert_eq!(
+            parsed(ServerEvent::PresenceChanged(&seen)),
+            json!({"event": "chat.presence.changed", "data": {"userId": "u", "status": "offline",
+                "lastSeen": "1970-01-01T00:00:00.000Z"}})
+        );
+        let never = UserPresence {
+            last_seen_ms: None,
+            status: PresenceStatus::Away,
+            ..seen
+        };
+        assert_eq!(
+            parsed(ServerEvent::Presence { users: &[never] }),
+            json!({"event": "chat.presence", "data": {"users": [{"userId": "u", "status": "away", "lastSeen": null}]}})
+        );
     }
 
     #[test]

@@ -275,7 +275,7 @@ fn every_event_name_parses_to_its_own_kind() {
     for kind in EventKind::iter() {
         let frame = serde_json::json!({"event": kind.name(), "data": {
             "roomId": "r", "message": "hi", "isTyping": false, "seq": 1,
-            "messageId": "m1", "emoji": "👍"}});
+            "messageId": "m1", "emoji": "👍", "userId": "u", "status": "away", "userIds": []}});
         let event = parse(&frame.to_string());
         assert_eq!(event.kind(), kind, "{}", kind.name());
         assert_eq!(event.name(), kind.name());
@@ -390,5 +390,13 @@ fn emoji_are_short_and_have_no_spaces() {
     assert_eq!(
         code_of(r#"{"event":"chat.react","data":{"roomId":"r","messageId":"m1"}}"#),
         ErrorCode::InvalidFormat
+    );
+}
+
+#[test]
+fn shortened_names_end_on_a_visible_character() {
+    assert_eq!(
+        chat_proto::client::display_name("A0𝔖A𐻂aⴭ 𛲀", 8).as_deref(),
+        Some("A0𝔖A𐻂aⴭ")
     );
 }

@@ -92,7 +92,24 @@ fn client_event() -> impl Strategy<Value = ClientEvent> {
                 added,
             }
         ),
+        user().prop_map(|user_id| ClientEvent::DmOpen { user_id }),
+        (proptest::option::of(0i64..8_000_000_000_000), 1u32..=100)
+            .prop_map(|(before, limit)| ClientEvent::DmList { before, limit }),
+        any::<bool>().prop_map(|away| ClientEvent::Status { away }),
+        (
+            proptest::collection::vec(user(), 0..5),
+            proptest::option::of(any::<bool>())
+        )
+            .prop_map(|(user_ids, subscribe)| ClientEvent::Presence {
+                user_ids,
+                subscribe
+            }),
+        room().prop_map(|room_id| ClientEvent::Members { room_id }),
     ]
+}
+
+fn user() -> impl Strategy<Value = String> {
+    "[a-z李雷:é]{1,20}( [a-z]{1,5})?"
 }
 
 fn message_id() -> impl Strategy<Value = MessageId> {
@@ -160,6 +177,23 @@ fn client_frame(event: &ClientEvent) -> String {
             if *added { "chat.react" } else { "chat.unreact" },
             json!({"roomId": room_id.as_str(), "messageId": message_id.as_str(), "emoji": emoji}),
         ),
+        ClientEvent::DmOpen { user_id } => ("chat.dm.open", json!({"userId": user_id})),
+        ClientEvent::DmList { before, limit } => (
+            "chat.dm.list",
+            json!({"before": before.map(chat_proto::time::iso_millis), "limit": limit}),
+        ),
+        ClientEvent::Status { away } => (
+            "chat.status",
+            json!({"status": if *away { "away" } else { "online" }}),
+        ),
+        ClientEvent::Presence {
+            user_ids,
+            subscribe,
+        } => (
+            "chat.presence",
+            json!({"userIds": user_ids, "subscribe": subscribe}),
+        ),
+        ClientEvent::Members { room_id } => ("chat.members", json!({"roomId": room_id.as_str()})),
     };
     let mut data = data;
     // An absent optional field is left out, as clients do.

@@ -29,6 +29,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Most messages replayed by `chat.join {since}`; beyond it the client pages.
     pub recovery_cap: usize,
+    /// How long a user whose last connection closed still shows as they
+    /// were: a reload within it announces nothing.
+    pub presence_grace: Duration,
 }
 
 impl Default for Limits {
@@ -44,6 +47,7 @@ impl Default for Limits {
             max_connections: 100_000,
             header_read_timeout: Duration::from_secs(10),
             recovery_cap: 1000,
+            presence_grace: Duration::from_secs(5),
         }
     }
 }
@@ -158,6 +162,7 @@ impl ServiceArgs {
                 max_connections: self.max_connections,
                 header_read_timeout: defaults.header_read_timeout,
                 recovery_cap: self.recovery_cap,
+                presence_grace: defaults.presence_grace,
             },
             metrics: None,
         }

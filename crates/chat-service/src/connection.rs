@@ -61,9 +61,15 @@ impl End {
 
 pub(crate) async fn serve(socket: WebSocket, identity: Identity, shared: Arc<Shared>) {
     let limits = &shared.config.limits;
-    let (conn, mut queue) = shared
-        .hub
-        .connect(identity.user_id.clone(), limits.outbound_queue_bytes);
+    let username = identity
+        .username
+        .clone()
+        .unwrap_or_else(|| identity.user_id.clone());
+    let (conn, mut queue) = shared.hub.connect(
+        identity.user_id.clone(),
+        username,
+        limits.outbound_queue_bytes,
+    );
     tracing::debug!(conn = conn.id, "connected");
     let mut session = Session::new(conn.clone(), identity, shared.clone());
     let (mut sink, mut stream) = socket.split();

@@ -23,6 +23,8 @@ pub(crate) enum Audience<'a> {
         except: Option<ConnId>,
         outside: Option<&'a str>,
     },
+    /// Every connection watching the user's presence.
+    Watchers { user: &'a str },
 }
 
 pub(crate) trait Delivery: Send + Sync {

@@ -12,19 +12,21 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chat_edge::ConnectionSlot;
 use chat_proto::api::{
-    valid_user_id, DeletedResponse, HistoryQuery, HistoryResponse, ReceiptsResponse, StatsResponse,
+    valid_user_id, BlockResponse, DeletedResponse, DmListQuery, DmListResponse, HistoryQuery,
+    HistoryResponse, MembersResponse, MembershipResponse, ReceiptsResponse, StatsResponse,
     SystemMessageRequest, SystemMessageResponse, INTERNAL_KEY_HEADER, USERNAME_HEADER,
     USER_ID_HEADER,
 };
+use chat_proto::client::RoomAccess;
 use chat_proto::{ErrorCode, MessageId, MessageKind, ProtoError, RoomEvent, RoomId};
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::sequencer::{Delivered, NotStored, Origin};
-use crate::session::{new_id, Identity};
+use crate::session::{new_id, remove_from_room, Identity};
 use crate::state::Shared;
-use crate::store::{Actor, NewDeletion, NewEvent, NewMessage, Refusal, MODERATOR_USER};
+use crate::store::{Actor, Change, NewDeletion, NewEvent, NewMessage, Refusal, MODERATOR_USER};
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -35,8 +37,18 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             axum::routing::delete(delete_message),
         )
         .route("/stats", get(stats))
+        .route(
+            "/rooms/{room_id}/members/{user_id}",
+            axum::routing::put(add_member).delete(remove_member),
+        )
+        .route("/rooms/{room_id}/members", get(list_members))
+        .route(
+            "/blocks/{user_id}/{blocked_id}",
+            axum::routing::put(block).delete(unblock),
+        )
         .route("/api/rooms/{room_id}/messages", get(history))
         .route("/api/rooms/{room_id}/receipts", get(receipts))
+        .route("/api/dms", get(dms))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound })
@@ -64,6 +76,8 @@ pub(crate) enum ApiError {
     ShuttingDown,
     #[error("message store unavailable")]
     Store,
+    #[error("not a member of this room")]
+    Forbidden,
     #[error("not found")]
     NotFound,
 }
@@ -80,6 +94,7 @@ impl ApiError {
             ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "too_many_connections"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::Store => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
         }
     }
@@ -262,7 +277,11 @@ async fn delete_message(
 /// Commits an event from the internal API and waits for the outcome.
 async fn submit(shared: &Shared, event: NewEvent) -> Result<Delivered, ApiError> {
     let (reply, outcome) = tokio::sync::oneshot::channel();
-    if !shared.sequencer.submit(event, Origin::Api(reply)).await {
+    if !shared
+        .sequencer
+        .submit(event, Origin::Api(reply), None)
+        .await
+    {
         return Err(ApiError::ShuttingDown);
     }
     match outcome.await {
@@ -296,9 +315,10 @@ async fn history(
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
     authorize(&shared, &headers)?;
-    identity(&headers, shared.config.limits.proto.max_username_chars)?;
+    let who = identity(&headers, shared.config.limits.proto.max_username_chars)?;
     let limits = &shared.config.limits.proto;
     let room_id = RoomId::parse(&room_id, limits).map_err(ApiError::Invalid)?;
+    admit(&shared, &room_id, &who).await?;
     let Query(query) = query
         .map_err(|_| ApiError::BadBody("before and limit must be non-negative integers".into()))?;
     let limit =
@@ -323,9 +343,10 @@ async fn receipts(
     Path(room_id): Path<String>,
 ) -> Result<Json<ReceiptsResponse>, ApiError> {
     authorize(&shared, &headers)?;
-    identity(&headers, shared.config.limits.proto.max_username_chars)?;
+    let who = identity(&headers, shared.config.limits.proto.max_username_chars)?;
     let room_id =
         RoomId::parse(&room_id, &shared.config.limits.proto).map_err(ApiError::Invalid)?;
+    admit(&shared, &room_id, &who).await?;
     let receipts = shared.store.receipts(&room_id).await.map_err(|error| {
         tracing::warn!(%error, "receipts request failed");
         ApiError::Store
@@ -333,6 +354,191 @@ async fn receipts(
     Ok(Json(ReceiptsResponse {
         room_id: room_id.as_str().to_owned(),
         receipts,
+    }))
+}
+
+/// Members-only rooms answer their members only, and say nothing else to
+/// anyone else (not even whether the room exists).
+async fn admit(shared: &Shared, room_id: &RoomId, who: &Identity) -> Result<(), ApiError> {
+    if !room_id.is_members_only() {
+        return Ok(());
+    }
+    match shared.store.is_member(room_id, &who.user_id).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApiError::Forbidden),
+        Err(error) => Err(store_error(error)),
+    }
+}
+
+fn store_error(error: crate::store::StoreError) -> ApiError {
+    tracing::warn!(%error, "store request failed");
+    ApiError::Store
+}
+
+/// A room whose members the application manages (`private:`), and a user
+/// id from the path.
+fn private_room(shared: &Shared, room_id: &str, user_id: &str) -> Result<RoomId, ApiError> {
+    let room_id = RoomId::parse(room_id, &shared.config.limits.proto).map_err(ApiError::Invalid)?;
+    if room_id.access() != RoomAccess::Private {
+        return Err(ApiError::Invalid(ProtoError::new(
+            ErrorCode::InvalidRoom,
+            "only private: rooms have members to manage (a dm: room's are its two participants)",
+        )));
+    }
+    check_user_id(user_id)?;
+    Ok(room_id)
+}
+
+fn check_user_id(user_id: &str) -> Result<(), ApiError> {
+    if valid_user_id(user_id) {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(ProtoError::new(
+            ErrorCode::InvalidUser,
+            "user ids are 1-128 characters, not blank, without control characters",
+        )))
+    }
+}
+
+async fn add_member(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((room_id, user_id)): Path<(String, String)>,
+) -> Result<Json<MembershipResponse>, ApiError> {
+    authorize(&shared, &headers)?;
+    let room_id = private_room(&shared, &room_id, &user_id)?;
+    let change = Change::AddMember {
+        room: room_id.clone(),
+        user: user_id.clone(),
+        at_ms: chat_proto::time::now_millis(),
+    };
+    let changed = shared.store.change(change).await.map_err(store_error)?;
+    Ok(Json(MembershipResponse {
+        room_id: room_id.as_str().to_owned(),
+        user_id,
+        member: true,
+        changed,
+    }))
+}
+
+/// Takes effect at once: the user's connections leave the room.
+async fn remove_member(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((room_id, user_id)): Path<(String, String)>,
+) -> Result<Json<MembershipResponse>, ApiError> {
+    authorize(&shared, &headers)?;
+    let room_id = private_room(&shared, &room_id, &user_id)?;
+    let change = Change::RemoveMember {
+        room: room_id.clone(),
+        user: user_id.clone(),
+    };
+    let changed = shared.store.change(change).await.map_err(store_error)?;
+    remove_from_room(&shared, &room_id, &user_id);
+    Ok(Json(MembershipResponse {
+        room_id: room_id.as_str().to_owned(),
+        user_id,
+        member: false,
+        changed,
+    }))
+}
+
+async fn list_members(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(room_id): Path<String>,
+) -> Result<Json<MembersResponse>, ApiError> {
+    authorize(&shared, &headers)?;
+    let room_id =
+        RoomId::parse(&room_id, &shared.config.limits.proto).map_err(ApiError::Invalid)?;
+    if !room_id.is_members_only() {
+        return Err(ApiError::Invalid(ProtoError::new(
+            ErrorCode::InvalidRoom,
+            "public rooms have no member list (chat.members lists who is connected)",
+        )));
+    }
+    let members = shared.store.members(&room_id).await.map_err(store_error)?;
+    Ok(Json(MembersResponse {
+        room_id: room_id.as_str().to_owned(),
+        members,
+    }))
+}
+
+async fn block(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((user_id, blocked_id)): Path<(String, String)>,
+) -> Result<Json<BlockResponse>, ApiError> {
+    set_block(&shared, &headers, user_id, blocked_id, true).await
+}
+
+async fn unblock(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((user_id, blocked_id)): Path<(String, String)>,
+) -> Result<Json<BlockResponse>, ApiError> {
+    set_block(&shared, &headers, user_id, blocked_id, false).await
+}
+
+/// `user_id` takes no direct messages from `blocked_id` (or again does).
+async fn set_block(
+    shared: &Shared,
+    headers: &HeaderMap,
+    user_id: String,
+    blocked_id: String,
+    blocked: bool,
+) -> Result<Json<BlockResponse>, ApiError> {
+    authorize(shared, headers)?;
+    check_user_id(&user_id)?;
+    check_user_id(&blocked_id)?;
+    let change = if blocked {
+        Change::Block {
+            user: user_id.clone(),
+            blocked: blocked_id.clone(),
+            at_ms: chat_proto::time::now_millis(),
+        }
+    } else {
+        Change::Unblock {
+            user: user_id.clone(),
+            blocked: blocked_id.clone(),
+        }
+    };
+    let changed = shared.store.change(change).await.map_err(store_error)?;
+    Ok(Json(BlockResponse {
+        user_id,
+        blocked_id,
+        blocked,
+        changed,
+    }))
+}
+
+/// The user's direct conversations, as `chat.dm.list`.
+async fn dms(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    query: Result<Query<DmListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<DmListResponse>, ApiError> {
+    authorize(&shared, &headers)?;
+    let who = identity(&headers, shared.config.limits.proto.max_username_chars)?;
+    let Query(query) = query.map_err(|_| {
+        ApiError::BadBody("before must be an ISO timestamp, limit an integer".into())
+    })?;
+    let before = match query.before.as_deref() {
+        None => None,
+        Some(text) => Some(
+            chat_proto::time::parse_iso_millis(text)
+                .ok_or_else(|| ApiError::BadBody("before must be an ISO timestamp".into()))?,
+        ),
+    };
+    let limit = chat_proto::client::dm_list_limit(query.limit).map_err(ApiError::Invalid)?;
+    let page = shared
+        .store
+        .dm_page(&who.user_id, before, limit)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(DmListResponse {
+        conversations: page.conversations,
+        has_more: page.has_more,
     }))
 }
 

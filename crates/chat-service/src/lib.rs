@@ -27,6 +27,7 @@ mod error;
 mod http;
 mod hub;
 mod metrics;
+mod presence;
 mod sequencer;
 mod session;
 mod state;
@@ -72,6 +73,11 @@ pub async fn run(
     let hub = Arc::new(Hub::new(metrics.clone()));
     let bus: Arc<dyn delivery::Delivery> = hub.clone();
     let (sequencer, writer) = Sequencer::start(store.clone(), bus.clone(), metrics.clone());
+    let presence = Arc::new(presence::Presence::new(
+        bus.clone(),
+        store.clone(),
+        config.limits.presence_grace,
+    ));
     let retention = config
         .message_retention_days
         .map(|days| tokio::spawn(prune_forever(store.clone(), days)));
@@ -81,6 +87,7 @@ pub async fn run(
         hub,
         bus,
         store: store.clone(),
+        presence: presence.clone(),
         sequencer,
         metrics,
         prometheus,
@@ -117,6 +124,8 @@ pub async fn run(
     if let Some(retention) = retention {
         retention.abort();
     }
+    presence.store_last_seen().await;
+    drop(presence);
     // The writer ends once every sender is gone; it commits what it holds.
     drop(shared);
     let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;

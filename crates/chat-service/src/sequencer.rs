@@ -12,7 +12,7 @@ use chat_proto::{ErrorCode, RoomEvent, ServerEvent};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::delivery::Delivery;
+use crate::delivery::{Audience, Delivery};
 use crate::hub::{self, ConnHandle};
 use crate::metrics::Metrics;
 use crate::store::{Appended, NewEvent, Refusal, Store};
@@ -25,6 +25,9 @@ const QUEUE_LEN: usize = 8192;
 struct Submission {
     event: NewEvent,
     origin: Origin,
+    /// For a message in a direct conversation, its two participants: their
+    /// connections not in it are sent `chat.dm.incoming`.
+    dm: Option<[Arc<str>; 2]>,
 }
 
 /// Who waits for a submission's outcome.
@@ -68,8 +71,13 @@ impl Sequencer {
 
     /// Queues an event for commit and delivery. Waits when the writer is
     /// behind, which slows the sender instead of growing memory.
-    pub(crate) async fn submit(&self, event: NewEvent, origin: Origin) -> bool {
-        self.tx.send(Submission { event, origin }).await.is_ok()
+    pub(crate) async fn submit(
+        &self,
+        event: NewEvent,
+        origin: Origin,
+        dm: Option<[Arc<str>; 2]>,
+    ) -> bool {
+        self.tx.send(Submission { event, origin, dm }).await.is_ok()
     }
 }
 
@@ -100,14 +108,14 @@ async fn write_loop(
     metrics: Arc<Metrics>,
 ) {
     let mut batch: Vec<Submission> = Vec::with_capacity(MAX_BATCH);
-    let mut origins: Vec<Origin> = Vec::with_capacity(MAX_BATCH);
+    let mut origins: Vec<(Origin, Option<[Arc<str>; 2]>)> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let started = Instant::now();
         // The events move to the store (and maybe another thread).
         let mut events: Vec<NewEvent> = Vec::with_capacity(batch.len());
         for submission in batch.drain(..) {
             events.push(submission.event);
-            origins.push(submission.origin);
+            origins.push((submission.origin, submission.dm));
         }
         match store.append(events).await {
             Ok(appended) => {
@@ -115,11 +123,15 @@ async fn write_loop(
                     .commit_seconds
                     .record(started.elapsed().as_secs_f64());
                 // The store returns the batch in the order it was given.
-                for (origin, row) in origins.drain(..).zip(appended) {
+                for ((origin, dm), row) in origins.drain(..).zip(appended) {
                     match row {
                         Appended::Stored(event) => {
                             let fanout_started = Instant::now();
-                            let reached = bus.room_event(&event, None);
+                            let mut reached = bus.room_event(&event, None);
+                            if let (Some(participants), RoomEvent::Message(message)) = (&dm, &event)
+                            {
+                                reached += notify_participants(bus.as_ref(), participants, message);
+                            }
                             metrics
                                 .fanout_seconds
                                 .record(fanout_started.elapsed().as_secs_f64());
@@ -150,13 +162,43 @@ async fn write_loop(
                     message: "Could not be stored; it was not delivered",
                     code: ErrorCode::StoreUnavailable,
                 });
-                for origin in origins.drain(..) {
+                for (origin, _) in origins.drain(..) {
                     metrics.error(ErrorCode::StoreUnavailable);
                     origin.not_stored(NotStored::Unavailable, &refusal);
                 }
             }
         }
     }
+}
+
+/// A direct message reaches both participants even where they are not in
+/// the conversation: each of their connections outside it gets
+/// `chat.dm.incoming`, once.
+fn notify_participants(
+    bus: &dyn Delivery,
+    participants: &[Arc<str>; 2],
+    message: &chat_proto::ChatMessage,
+) -> usize {
+    let frame = hub::frame(&ServerEvent::DmIncoming {
+        room_id: &message.room_id,
+        user_id: &message.user_id,
+        username: &message.username,
+        message,
+    });
+    participants
+        .iter()
+        .map(|user| {
+            bus.deliver(
+                Audience::User {
+                    user,
+                    except: None,
+                    outside: Some(&message.room_id),
+                },
+                &frame,
+                None,
+            )
+        })
+        .sum()
 }
 
 impl Origin {

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 use crate::sequencer::Sequencer;
 use crate::store::{HistoryPage, Store, StoreError};
 
@@ -19,6 +20,7 @@ pub(crate) struct Shared {
     /// How every frame reaches its connections.
     pub(crate) bus: Arc<dyn Delivery>,
     pub(crate) store: Store,
+    pub(crate) presence: Arc<Presence>,
     pub(crate) sequencer: Sequencer,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) prometheus: PrometheusHandle,

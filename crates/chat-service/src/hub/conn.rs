@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
+use chat_proto::RoomId;
 use tokio::sync::{mpsc, Notify};
 
 pub(crate) type ConnId = u64;
@@ -55,6 +56,11 @@ struct Outbound {
     /// (echo or error): a closing connection waits for them.
     unanswered: AtomicUsize,
     answered: Notify,
+    /// The connection said it is away.
+    away: AtomicBool,
+    /// Rooms the connection was taken out of (a removed membership) that
+    /// its session has not yet forgotten.
+    removed_from: Mutex<Vec<RoomId>>,
 }
 
 /// Why a frame was not queued.
@@ -75,6 +81,9 @@ pub(crate) enum Push {
 pub(crate) struct ConnHandle {
     pub(crate) id: ConnId,
     pub(crate) user_id: Arc<str>,
+    /// The name others see for the user on this connection when no
+    /// message says otherwise: the token's, else the user id.
+    pub(crate) username: Arc<str>,
     tx: mpsc::UnboundedSender<Frame>,
     outbound: Arc<Outbound>,
     budget: usize,
@@ -121,6 +130,7 @@ impl ConnHandle {
     pub(crate) fn new(
         id: ConnId,
         user_id: Arc<str>,
+        username: Arc<str>,
         budget: usize,
         membership: Arc<Mutex<()>>,
     ) -> (ConnHandle, OutboundQueue) {
@@ -129,6 +139,7 @@ impl ConnHandle {
         let handle = ConnHandle {
             id,
             user_id,
+            username,
             tx,
             outbound: outbound.clone(),
             budget,
@@ -142,9 +153,26 @@ impl ConnHandle {
     /// tab leaving as another joins cannot announce in the wrong order.
     /// Never held across an `.await`.
     pub(crate) fn membership(&self) -> MutexGuard<'_, ()> {
-        self.membership
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.membership)
+    }
+
+    /// Records whether the connection is away; returns what it was.
+    pub(crate) fn set_away(&self, away: bool) -> bool {
+        self.outbound.away.swap(away, Ordering::AcqRel)
+    }
+
+    pub(crate) fn is_away(&self) -> bool {
+        self.outbound.away.load(Ordering::Acquire)
+    }
+
+    /// The connection was taken out of a room behind its session's back.
+    pub(crate) fn removed_from(&self, room: RoomId) {
+        lock(&self.outbound.removed_from).push(room);
+    }
+
+    /// The rooms it was taken out of since last asked.
+    pub(crate) fn take_removals(&self) -> Vec<RoomId> {
+        std::mem::take(&mut *lock(&self.outbound.removed_from))
     }
 
     pub(crate) fn is_evicted(&self) -> bool {
@@ -267,4 +295,10 @@ impl ConnHandle {
     pub(crate) fn budget(&self) -> usize {
         self.budget
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -36,6 +36,8 @@ pub(crate) struct Hub {
     rooms: AtomicUsize,
     connections: AtomicUsize,
     users: Mutex<HashMap<Arc<str>, UserConns>>,
+    /// Connections watching each user's presence.
+    watchers: Mutex<HashMap<Arc<str>, Vec<ConnHandle>>>,
     next_conn_id: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -69,6 +71,7 @@ impl Hub {
             rooms: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             users: Mutex::default(),
+            watchers: Mutex::default(),
             next_conn_id: AtomicU64::new(1),
             metrics,
         }
@@ -85,6 +88,7 @@ impl Hub {
     pub(crate) fn connect(
         &self,
         user_id: Arc<str>,
+        username: Arc<str>,
         queue_bytes: usize,
     ) -> (ConnHandle, OutboundQueue) {
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
@@ -93,7 +97,8 @@ impl Hub {
             conns: Vec::new(),
             membership: Arc::default(),
         });
-        let (conn, queue) = ConnHandle::new(id, user_id, queue_bytes, user.membership.clone());
+        let (conn, queue) =
+            ConnHandle::new(id, user_id, username, queue_bytes, user.membership.clone());
         user.conns.push(conn.clone());
         drop(users);
         self.connections.fetch_add(1, Ordering::Relaxed);
@@ -175,6 +180,48 @@ impl Hub {
         Some(departure)
     }
 
+    /// The user's connections in the room.
+    pub(crate) fn connections_in(&self, room_id: &RoomId, user: &str) -> Vec<ConnHandle> {
+        let shard = self.shard(room_id.as_str());
+        shard
+            .get(room_id)
+            .map(|room| room.handles_of(user))
+            .unwrap_or_default()
+    }
+
+    /// The users connected to the room, each with a name to show.
+    pub(crate) fn users_in(&self, room_id: &RoomId) -> Vec<(Arc<str>, Arc<str>)> {
+        let shard = self.shard(room_id.as_str());
+        shard
+            .get(room_id)
+            .map(|room| room.users())
+            .unwrap_or_default()
+    }
+
+    /// The connection starts watching the users' presence.
+    pub(crate) fn watch(&self, users: &[String], conn: &ConnHandle) {
+        let mut watchers = lock(&self.watchers);
+        for user in users {
+            let list = watchers.entry(Arc::from(user.as_str())).or_default();
+            if !list.iter().any(|c| c.id == conn.id) {
+                list.push(conn.clone());
+            }
+        }
+    }
+
+    /// The connection stops watching the users' presence.
+    pub(crate) fn unwatch<'a>(&self, users: impl IntoIterator<Item = &'a str>, conn: &ConnHandle) {
+        let mut watchers = lock(&self.watchers);
+        for user in users {
+            if let Entry::Occupied(mut list) = watchers.entry(Arc::from(user)) {
+                list.get_mut().retain(|c| c.id != conn.id);
+                if list.get().is_empty() {
+                    list.remove();
+                }
+            }
+        }
+    }
+
     /// Records whether the connection is typing in the room (and under
     /// which name). Returns false if the connection is not in the room.
     pub(crate) fn set_typing(
@@ -198,6 +245,19 @@ impl Hub {
         except: Option<ConnId>,
     ) -> usize {
         let (reached, evicted) = room.fan_out(frame, seq, except);
+        self.count(reached, evicted)
+    }
+
+    /// Pushes the frame to each connection, counting as a room's fan-out.
+    fn push_each<'a>(&self, conns: impl Iterator<Item = &'a ConnHandle>, frame: &Frame) -> usize {
+        let (mut reached, mut evicted) = (0, 0);
+        for conn in conns {
+            match conn.push(frame) {
+                Push::Queued => reached += 1,
+                Push::Evicted { first: true } => evicted += 1,
+                Push::Evicted { first: false } | Push::Gone => {}
+            }
+        }
         self.count(reached, evicted)
     }
 
@@ -237,20 +297,15 @@ impl Delivery for Hub {
                 let Some(user) = users.get(user) else {
                     return 0;
                 };
-                let (mut reached, mut evicted) = (0, 0);
                 let recipients = user
                     .conns
                     .iter()
                     .filter(|c| Some(c.id) != except && !members.contains(&c.id));
-                for conn in recipients {
-                    match conn.push(frame) {
-                        Push::Queued => reached += 1,
-                        Push::Evicted { first: true } => evicted += 1,
-                        Push::Evicted { first: false } | Push::Gone => {}
-                    }
-                }
-                drop(users);
-                self.count(reached, evicted)
+                self.push_each(recipients, frame)
+            }
+            Audience::Watchers { user } => {
+                let watchers = lock(&self.watchers);
+                self.push_each(watchers.get(user).into_iter().flatten(), frame)
             }
         }
     }

@@ -55,6 +55,27 @@ impl Room {
             .collect()
     }
 
+    /// The user's connections in this room.
+    pub(super) fn handles_of(&self, user: &str) -> Vec<ConnHandle> {
+        self.members
+            .iter()
+            .filter(|m| &*m.conn.user_id == user)
+            .map(|m| m.conn.clone())
+            .collect()
+    }
+
+    /// Each user in the room once, with the name of one of their
+    /// connections, in the order they came.
+    pub(super) fn users(&self) -> Vec<(Arc<str>, Arc<str>)> {
+        let mut seen: Vec<(Arc<str>, Arc<str>)> = Vec::with_capacity(self.users.len());
+        for member in &self.members {
+            if !seen.iter().any(|(user, _)| *user == member.conn.user_id) {
+                seen.push((member.conn.user_id.clone(), member.conn.username.clone()));
+            }
+        }
+        seen
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.members.is_empty()
     }

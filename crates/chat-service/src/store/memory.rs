@@ -1,15 +1,17 @@
 //! The in-memory store: `seq`s and a bounded window of recent events per
 //! room, lost on restart. Used when persistence is off (`memory:`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use chat_proto::client::RoomAccess;
 use chat_proto::server::MAX_REACTION_USERS;
-use chat_proto::{ChatMessage, ReactionSummary, Receipt, RoomEvent, RoomId};
+use chat_proto::{ChatMessage, DmConversation, ReactionSummary, Receipt, RoomEvent, RoomId};
 
 use super::rules::{self, Decision, Target};
 use super::{
-    Appended, HistoryPage, NewEvent, NewMessage, ReadState, CLIENT_ID_WINDOW_MS, MAX_UNREAD,
+    Appended, Change, DmPage, HistoryPage, NewEvent, NewMessage, ReadState, CLIENT_ID_WINDOW_MS,
+    MAX_UNREAD,
 };
 
 /// Events kept per room.
@@ -162,10 +164,35 @@ impl RoomLog {
     }
 }
 
+impl Directory {
+    /// Marks the user's conversation active at `at_ms`, or just after the
+    /// latest of their others: one list never holds two conversations
+    /// active at the same time, so paging by time misses none.
+    fn touch(&mut self, user: &str, room: &RoomId, at_ms: i64) {
+        let mine = self.activity.entry(user.to_owned()).or_default();
+        let latest = mine.values().copied().max();
+        mine.insert(room.clone(), super::next_activity(latest, at_ms));
+    }
+}
+
 pub struct MemoryStore {
     keep_per_room: usize,
     rooms: Mutex<HashMap<RoomId, RoomLog>>,
     markers: Mutex<HashMap<RoomId, HashMap<String, u64>>>,
+    directory: Mutex<Directory>,
+}
+
+/// Who belongs where, and who blocks whom.
+#[derive(Default)]
+struct Directory {
+    members: HashMap<RoomId, Vec<String>>,
+    /// Direct conversations and their two users.
+    dms: HashMap<RoomId, [String; 2]>,
+    /// Each user's conversations and when each was last active, as that
+    /// user's list orders them.
+    activity: HashMap<String, HashMap<RoomId, i64>>,
+    blocks: HashSet<(String, String)>,
+    last_seen: HashMap<String, i64>,
 }
 
 fn at_ms(event: &NewEvent) -> i64 {
@@ -183,7 +210,146 @@ impl MemoryStore {
             keep_per_room,
             rooms: Mutex::default(),
             markers: Mutex::default(),
+            directory: Mutex::default(),
         }
+    }
+
+    fn directory(&self) -> MutexGuard<'_, Directory> {
+        self.directory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn change(&self, change: Change) -> bool {
+        match change {
+            Change::MarkRead { room, user, seq } => self.mark_read(&room, &user, seq),
+            Change::AddMember { room, user, .. } => {
+                let mut directory = self.directory();
+                let members = directory.members.entry(room).or_default();
+                let added = !members.contains(&user);
+                if added {
+                    members.push(user);
+                }
+                added
+            }
+            Change::RemoveMember { room, user } => {
+                let mut directory = self.directory();
+                let members = directory.members.entry(room).or_default();
+                let before = members.len();
+                members.retain(|member| *member != user);
+                members.len() != before
+            }
+            Change::OpenDm { room, users, at_ms } => {
+                let mut directory = self.directory();
+                if directory.dms.contains_key(&room) {
+                    return false;
+                }
+                directory.members.insert(room.clone(), users.to_vec());
+                for user in &users {
+                    directory.touch(user, &room, at_ms);
+                }
+                directory.dms.insert(room, users);
+                true
+            }
+            Change::Block { user, blocked, .. } => self.directory().blocks.insert((user, blocked)),
+            Change::Unblock { user, blocked } => self.directory().blocks.remove(&(user, blocked)),
+            Change::LastSeen { user, at_ms } => {
+                self.directory().last_seen.insert(user, at_ms);
+                true
+            }
+        }
+    }
+
+    pub(super) fn is_member(&self, room: &RoomId, user: &str) -> bool {
+        self.directory()
+            .members
+            .get(room)
+            .is_some_and(|members| members.iter().any(|m| m == user))
+    }
+
+    pub(super) fn members(&self, room: &RoomId) -> Vec<String> {
+        self.directory()
+            .members
+            .get(room)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub(super) fn dm_peer(&self, room: &RoomId, user: &str) -> Option<String> {
+        let directory = self.directory();
+        let [a, b] = directory.dms.get(room)?;
+        match user {
+            _ if a == user => Some(b.clone()),
+            _ if b == user => Some(a.clone()),
+            _ => None,
+        }
+    }
+
+    pub(super) fn dm_page(&self, user: &str, before_ms: Option<i64>, limit: u32) -> DmPage {
+        let directory = self.directory();
+        let mut mine: Vec<(RoomId, String, i64)> = directory
+            .activity
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter(|(_, at)| before_ms.is_none_or(|before| **at < before))
+            .filter_map(|(room, at)| {
+                let [a, b] = directory.dms.get(room)?;
+                let peer = if a == user { b } else { a };
+                Some((room.clone(), peer.clone(), *at))
+            })
+            .collect();
+        drop(directory);
+        mine.sort_by(|x, y| y.2.cmp(&x.2).then_with(|| y.0.cmp(&x.0)));
+        let has_more = mine.len() > limit as usize;
+        mine.truncate(limit as usize);
+        let conversations = mine
+            .into_iter()
+            .map(|(room, peer, at)| {
+                let read = self.read_state(&room, user);
+                let rooms = self.rooms();
+                let log = rooms.get(&room);
+                let last_message = log.and_then(|log| {
+                    log.recent
+                        .iter()
+                        .rev()
+                        .find_map(|entry| match &entry.event {
+                            RoomEvent::Message(m) => Some(m.clone()),
+                            _ => None,
+                        })
+                });
+                DmConversation {
+                    room_id: room.as_str().to_owned(),
+                    user_id: peer,
+                    last_seq: log.map_or(0, |log| log.last_seq),
+                    read_seq: read.read_seq,
+                    unread: read.unread,
+                    last_message,
+                    last_activity_ms: at,
+                }
+            })
+            .collect();
+        DmPage {
+            conversations,
+            has_more,
+        }
+    }
+
+    pub(super) fn is_blocked(&self, user: &str, by: &str) -> bool {
+        self.directory()
+            .blocks
+            .contains(&(by.to_owned(), user.to_owned()))
+    }
+
+    pub(super) fn last_seen(&self, users: &[&str]) -> HashMap<String, i64> {
+        let directory = self.directory();
+        users
+            .iter()
+            .filter_map(|user| {
+                directory
+                    .last_seen
+                    .get(*user)
+                    .map(|at| ((*user).to_owned(), *at))
+            })
+            .collect()
     }
 
     fn rooms(&self) -> MutexGuard<'_, HashMap<RoomId, RoomLog>> {
@@ -217,6 +383,16 @@ impl MemoryStore {
                 Decision::Store => {
                     log.last_seq += 1;
                     let stored = event.stored(log.last_seq);
+                    if let NewEvent::Message(new) = event {
+                        if new.room_id.access() == RoomAccess::Direct {
+                            let mut directory = self.directory();
+                            if let Some(users) = directory.dms.get(&new.room_id).cloned() {
+                                for user in &users {
+                                    directory.touch(user, &new.room_id, new.timestamp_ms);
+                                }
+                            }
+                        }
+                    }
                     log.apply(stored.clone(), at_ms(event), self.keep_per_room);
                     Appended::Stored(stored)
                 }
@@ -277,7 +453,7 @@ impl MemoryStore {
         self.markers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn mark_read(&self, room: &RoomId, user: &str, seq: u64) -> bool {
+    fn mark_read(&self, room: &RoomId, user: &str, seq: u64) -> bool {
         let mut markers = self.markers();
         let marker = markers
             .entry(room.clone())

@@ -18,7 +18,7 @@ mod sql;
 
 use std::sync::Arc;
 
-use chat_proto::{ChatMessage, MessageKind, Receipt, RoomEvent, RoomId};
+use chat_proto::{ChatMessage, DmConversation, MessageKind, Receipt, RoomEvent, RoomId};
 
 pub(crate) use memory::MemoryStore;
 pub(crate) use sql::SqlStore;
@@ -176,6 +176,82 @@ impl NewMessage {
             reactions: None,
         }
     }
+}
+
+/// The room of the one direct conversation between two users, the same
+/// whoever asks: `dm:` and a digest of the two ids (so no id can be read
+/// out of it, and any two ids, whatever they hold, give their own room).
+pub fn dm_room_id(a: &str, b: &str) -> RoomId {
+    use sha2::{Digest, Sha256};
+    let (first, second) = if a <= b { (a, b) } else { (b, a) };
+    let mut digest = Sha256::new();
+    for id in [first, second] {
+        digest.update((id.len() as u64).to_be_bytes());
+        digest.update(id.as_bytes());
+    }
+    let hex: String = digest.finalize()[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    RoomId::parse(
+        &format!("{}{hex}", chat_proto::client::DM_ROOM_PREFIX),
+        &chat_proto::ProtoLimits::default(),
+    )
+    .expect("dm: and 32 hex digits is a room id")
+}
+
+/// When a user's conversation written to at `at_ms` counts as last active:
+/// then, or just after the latest of their conversations, so that no two
+/// of one user's conversations share a time (the list pages by time).
+fn next_activity(latest: Option<i64>, at_ms: i64) -> i64 {
+    latest.map_or(at_ms, |latest| at_ms.max(latest + 1))
+}
+
+/// A write other than appending events, through the same writer.
+#[derive(Debug, Clone)]
+pub(crate) enum Change {
+    /// Moves a read marker forward.
+    MarkRead {
+        room: RoomId,
+        user: String,
+        seq: u64,
+    },
+    AddMember {
+        room: RoomId,
+        user: String,
+        at_ms: i64,
+    },
+    RemoveMember {
+        room: RoomId,
+        user: String,
+    },
+    /// Creates a direct conversation (both members) if it is new.
+    OpenDm {
+        room: RoomId,
+        users: [String; 2],
+        at_ms: i64,
+    },
+    Block {
+        user: String,
+        blocked: String,
+        at_ms: i64,
+    },
+    Unblock {
+        user: String,
+        blocked: String,
+    },
+    /// When the user's last connection closed.
+    LastSeen {
+        user: String,
+        at_ms: i64,
+    },
+}
+
+/// One page of a user's direct conversations, most recent first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DmPage {
+    pub conversations: Vec<DmConversation>,
+    pub has_more: bool,
 }
 
 /// `unread` is counted up to this many.
@@ -344,9 +420,78 @@ impl Store {
     /// Moves the user's read marker in the room forward to `seq`; false if
     /// it was there or further already.
     pub async fn mark_read(&self, room: &RoomId, user: &str, seq: u64) -> Result<bool, StoreError> {
+        self.change(Change::MarkRead {
+            room: room.clone(),
+            user: user.to_owned(),
+            seq,
+        })
+        .await
+    }
+
+    /// Makes a change; true if it changed anything (a member added that was
+    /// not one, a marker that moved...).
+    pub(crate) async fn change(&self, change: Change) -> Result<bool, StoreError> {
         match self {
-            Store::Memory(store) => Ok(store.mark_read(room, user, seq)),
-            Store::Sql(store) => store.mark_read(room, user, seq).await,
+            Store::Memory(store) => Ok(store.change(change)),
+            Store::Sql(store) => store.change(change).await,
+        }
+    }
+
+    /// Whether the user is a member of the (members-only) room.
+    pub async fn is_member(&self, room: &RoomId, user: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(store) => Ok(store.is_member(room, user)),
+            Store::Sql(store) => store.is_member(room, user).await,
+        }
+    }
+
+    /// The room's members, in the order they were added.
+    pub async fn members(&self, room: &RoomId) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Memory(store) => Ok(store.members(room)),
+            Store::Sql(store) => store.members(room).await,
+        }
+    }
+
+    /// Who the user's direct conversation in `room` is with, if it is one
+    /// of theirs.
+    pub async fn dm_peer(&self, room: &RoomId, user: &str) -> Result<Option<String>, StoreError> {
+        match self {
+            Store::Memory(store) => Ok(store.dm_peer(room, user)),
+            Store::Sql(store) => store.dm_peer(room, user).await,
+        }
+    }
+
+    /// The user's direct conversations last active before `before_ms`,
+    /// most recent first.
+    pub async fn dm_page(
+        &self,
+        user: &str,
+        before_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<DmPage, StoreError> {
+        match self {
+            Store::Memory(store) => Ok(store.dm_page(user, before_ms, limit)),
+            Store::Sql(store) => store.dm_page(user, before_ms, limit).await,
+        }
+    }
+
+    /// Whether `by` has blocked direct messages from `user`.
+    pub async fn is_blocked(&self, user: &str, by: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(store) => Ok(store.is_blocked(user, by)),
+            Store::Sql(store) => store.is_blocked(user, by).await,
+        }
+    }
+
+    /// When each of these users' last connection closed, for those ever seen.
+    pub async fn last_seen(
+        &self,
+        users: &[&str],
+    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        match self {
+            Store::Memory(store) => Ok(store.last_seen(users)),
+            Store::Sql(store) => store.last_seen(users).await,
         }
     }
 

@@ -12,15 +12,15 @@ use std::collections::HashMap;
 
 use chat_proto::server::MAX_REACTION_USERS;
 use chat_proto::{
-    ChatMessage, MessageDeletion, MessageEdit, MessageKind, ReactionChange, ReactionSummary,
-    Receipt, RoomEvent, RoomId,
+    ChatMessage, DmConversation, MessageDeletion, MessageEdit, MessageKind, ReactionChange,
+    ReactionSummary, Receipt, RoomEvent, RoomId,
 };
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 use self::statements::{Placeholders, EVENT_COLUMNS};
 use self::writer::Writer;
-use super::{Appended, HistoryPage, NewEvent, ReadState, StoreError, MAX_UNREAD};
+use super::{Appended, Change, DmPage, HistoryPage, NewEvent, ReadState, StoreError, MAX_UNREAD};
 
 /// What a row of the log is, in its `kind` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
@@ -237,13 +237,115 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn mark_read(
+    pub(super) async fn change(&self, change: Change) -> Result<bool, StoreError> {
+        self.writer.change(change).await
+    }
+
+    pub(super) async fn is_member(&self, room: &RoomId, user: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM room_members WHERE room_id = $1 AND user_id = $2")
+                .bind(room.as_str())
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    pub(super) async fn members(&self, room: &RoomId) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM room_members WHERE room_id = $1 ORDER BY added_at_ms, user_id",
+        )
+        .bind(room.as_str())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub(super) async fn dm_peer(
         &self,
         room: &RoomId,
         user: &str,
-        seq: u64,
-    ) -> Result<bool, StoreError> {
-        self.writer.mark_read(room, user, seq).await
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT peer_id FROM direct_messages WHERE room_id = $1 AND user_id = $2",
+        )
+        .bind(room.as_str())
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub(super) async fn dm_page(
+        &self,
+        user: &str,
+        before_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<DmPage, StoreError> {
+        let rows = sqlx::query(
+            "SELECT room_id, peer_id, last_activity_ms FROM direct_messages \
+             WHERE user_id = $1 AND last_activity_ms < $2 \
+             ORDER BY last_activity_ms DESC, room_id DESC LIMIT $3",
+        )
+        .bind(user)
+        .bind(before_ms.unwrap_or(i64::MAX))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let has_more = rows.len() > limit as usize;
+        let mut conversations = Vec::with_capacity(rows.len().min(limit as usize));
+        for row in rows.iter().take(limit as usize) {
+            let room_id: String = row.try_get("room_id")?;
+            let room = RoomId::parse(&room_id, &chat_proto::ProtoLimits::default())
+                .map_err(|_| decode_error("a stored conversation's room id"))?;
+            let read = self.read_state(&room, user).await?;
+            let last = sqlx::query(&format!(
+                "SELECT {EVENT_COLUMNS} FROM room_events WHERE room_id = $1 AND {MESSAGE_KINDS} \
+                 ORDER BY seq DESC LIMIT 1"
+            ))
+            .bind(room.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+            conversations.push(DmConversation {
+                last_seq: self.last_seq(&room).await?,
+                room_id,
+                user_id: row.try_get("peer_id")?,
+                read_seq: read.read_seq,
+                unread: read.unread,
+                last_message: last.as_ref().map(message_from_row).transpose()?,
+                last_activity_ms: row.try_get("last_activity_ms")?,
+            });
+        }
+        Ok(DmPage {
+            conversations,
+            has_more,
+        })
+    }
+
+    pub(super) async fn is_blocked(&self, user: &str, by: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM blocks WHERE user_id = $1 AND blocked_id = $2")
+                .bind(by)
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    pub(super) async fn last_seen(
+        &self,
+        users: &[&str],
+    ) -> Result<HashMap<String, i64>, StoreError> {
+        let mut seen = HashMap::new();
+        for user in users {
+            let at: Option<i64> =
+                sqlx::query_scalar("SELECT last_seen_ms FROM presence WHERE user_id = $1")
+                    .bind(*user)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if let Some(at) = at {
+                seen.insert((*user).to_owned(), at);
+            }
+        }
+        Ok(seen)
     }
 
     pub(super) async fn read_state(

@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::statements::{chunk_rows, statement, Placeholders, Statement, EVENT_COLUMNS};
 use super::{message_from_row, LogKind, PoolSettings, MESSAGE_KINDS};
 use crate::store::rules::{self, Decision, Target};
-use crate::store::{Appended, NewEvent, NewMessage, Refusal, StoreError, CLIENT_ID_WINDOW_MS};
+use crate::store::{
+    Appended, Change, NewEvent, NewMessage, Refusal, StoreError, CLIENT_ID_WINDOW_MS,
+};
 
 type Reply = oneshot::Sender<Result<Vec<Appended>, StoreError>>;
 
@@ -27,10 +29,8 @@ enum Job {
         batch: Vec<NewEvent>,
         reply: Reply,
     },
-    MarkRead {
-        room: RoomId,
-        user: String,
-        seq: u64,
+    Change {
+        change: Change,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     Close {
@@ -66,20 +66,10 @@ impl Writer {
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
-    /// Moves a read marker forward; false if it was there already.
-    pub(super) async fn mark_read(
-        &self,
-        room: &RoomId,
-        user: &str,
-        seq: u64,
-    ) -> Result<bool, StoreError> {
+    /// Makes a change; true if it changed anything.
+    pub(super) async fn change(&self, change: Change) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job::MarkRead {
-            room: room.clone(),
-            user: user.to_owned(),
-            seq,
-            reply,
-        };
+        let job = Job::Change { change, reply };
         self.jobs
             .send(job)
             .await
@@ -123,13 +113,8 @@ async fn serve(mut queue: mpsc::Receiver<Job>, pool: AnyPool, placeholders: Plac
             Job::Append { batch, reply } => {
                 let _ = reply.send(append_isolating(&pool, placeholders, &batch).await);
             }
-            Job::MarkRead {
-                room,
-                user,
-                seq,
-                reply,
-            } => {
-                let _ = reply.send(mark_read(&pool, &room, &user, seq).await);
+            Job::Change { change, reply } => {
+                let _ = reply.send(apply(&pool, change).await);
             }
             Job::Close { done } => {
                 pool.close().await;
@@ -182,25 +167,101 @@ async fn append_isolating(
     Ok(answers)
 }
 
-async fn mark_read(
-    pool: &AnyPool,
-    room: &RoomId,
-    user: &str,
-    seq: u64,
-) -> Result<bool, StoreError> {
-    // The update's condition keeps markers moving forward only; a marker
-    // already there or further changes no row.
-    let done = sqlx::query(
-        "INSERT INTO read_markers (room_id, user_id, seq) VALUES ($1, $2, $3) \
-         ON CONFLICT (room_id, user_id) DO UPDATE SET seq = excluded.seq \
-         WHERE excluded.seq > read_markers.seq",
-    )
-    .bind(room.as_str())
-    .bind(user)
-    .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() > 0)
+async fn apply(pool: &AnyPool, change: Change) -> Result<bool, StoreError> {
+    let done = match change {
+        // The update's condition keeps markers moving forward only; a
+        // marker already there or further changes no row.
+        Change::MarkRead { room, user, seq } => sqlx::query(
+            "INSERT INTO read_markers (room_id, user_id, seq) VALUES ($1, $2, $3) \
+             ON CONFLICT (room_id, user_id) DO UPDATE SET seq = excluded.seq \
+             WHERE excluded.seq > read_markers.seq",
+        )
+        .bind(room.as_str())
+        .bind(user)
+        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+        .execute(pool)
+        .await?
+        .rows_affected(),
+        Change::AddMember { room, user, at_ms } => sqlx::query(
+            "INSERT INTO room_members (room_id, user_id, added_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (room_id, user_id) DO NOTHING",
+        )
+        .bind(room.as_str())
+        .bind(user)
+        .bind(at_ms)
+        .execute(pool)
+        .await?
+        .rows_affected(),
+        Change::RemoveMember { room, user } => {
+            sqlx::query("DELETE FROM room_members WHERE room_id = $1 AND user_id = $2")
+                .bind(room.as_str())
+                .bind(user)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        }
+        Change::OpenDm { room, users, at_ms } => {
+            let mut tx = pool.begin().await?;
+            let mut created = 0;
+            for (user, peer) in [(&users[0], &users[1]), (&users[1], &users[0])] {
+                let at_ms = activity_of(&mut tx, user, at_ms).await?;
+                created += sqlx::query(
+                    "INSERT INTO direct_messages (room_id, user_id, peer_id, last_activity_ms) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (room_id, user_id) DO NOTHING",
+                )
+                .bind(room.as_str())
+                .bind(user.as_str())
+                .bind(peer.as_str())
+                .bind(at_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                sqlx::query(
+                    "INSERT INTO room_members (room_id, user_id, added_at_ms) VALUES ($1, $2, $3) \
+                     ON CONFLICT (room_id, user_id) DO NOTHING",
+                )
+                .bind(room.as_str())
+                .bind(user.as_str())
+                .bind(at_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            created
+        }
+        Change::Block {
+            user,
+            blocked,
+            at_ms,
+        } => sqlx::query(
+            "INSERT INTO blocks (user_id, blocked_id, created_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, blocked_id) DO NOTHING",
+        )
+        .bind(user)
+        .bind(blocked)
+        .bind(at_ms)
+        .execute(pool)
+        .await?
+        .rows_affected(),
+        Change::Unblock { user, blocked } => {
+            sqlx::query("DELETE FROM blocks WHERE user_id = $1 AND blocked_id = $2")
+                .bind(user)
+                .bind(blocked)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        }
+        Change::LastSeen { user, at_ms } => sqlx::query(
+            "INSERT INTO presence (user_id, last_seen_ms) VALUES ($1, $2) \
+             ON CONFLICT (user_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms",
+        )
+        .bind(user)
+        .bind(at_ms)
+        .execute(pool)
+        .await?
+        .rows_affected(),
+    };
+    Ok(done > 0)
 }
 
 /// Where a row's `clientId` was used before by the same user in the same
@@ -399,6 +460,35 @@ async fn append(
         insert.execute(&mut *tx).await?;
         rest = tail;
     }
+    // A direct conversation's list position follows its last message.
+    let mut dm_activity: BTreeMap<&str, i64> = BTreeMap::new();
+    for message in &stored_messages {
+        if message
+            .room_id
+            .starts_with(chat_proto::client::DM_ROOM_PREFIX)
+        {
+            dm_activity.insert(&message.room_id, message.timestamp_ms);
+        }
+    }
+    for (room, at_ms) in dm_activity {
+        let users: Vec<String> =
+            sqlx::query_scalar("SELECT user_id FROM direct_messages WHERE room_id = $1")
+                .bind(room)
+                .fetch_all(&mut *tx)
+                .await?;
+        for user in users {
+            let at_ms = activity_of(&mut tx, &user, at_ms).await?;
+            sqlx::query(
+                "UPDATE direct_messages SET last_activity_ms = $1 \
+                 WHERE room_id = $2 AND user_id = $3",
+            )
+            .bind(at_ms)
+            .bind(room)
+            .bind(&user)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
     // In batch order, after the messages: a change may be about a message
     // of this batch, and changes to one message apply in order.
     for (event, answer) in batch.iter().zip(&answers) {
@@ -410,6 +500,21 @@ async fn append(
     }
     tx.commit().await?;
     Ok(answers)
+}
+
+/// When the user's conversation written to at `at_ms` counts as active: no
+/// two of one user's conversations share a time.
+async fn activity_of(
+    tx: &mut Transaction<'_, Any>,
+    user: &str,
+    at_ms: i64,
+) -> Result<i64, StoreError> {
+    let latest: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(last_activity_ms) FROM direct_messages WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(crate::store::next_activity(latest, at_ms))
 }
 
 /// Takes the row lock of the rooms whose messages the batch changes before

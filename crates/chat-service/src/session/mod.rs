@@ -1,12 +1,17 @@
 //! What one connection may do: the protocol's rules, applied to the
-//! connection's own state (its rooms) and the shared hub, store and writer.
+//! connection's own state (its rooms, the presence it watches) and the
+//! shared hub, store and writer. `people.rs` holds what is about users
+//! rather than rooms: direct conversations, presence, member lists.
 
-use std::collections::HashSet;
+mod people;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use chat_proto::client::RoomAccess;
 use chat_proto::{
-    parse_client_frame, ClientEvent, ErrorCode, MessageId, MessageKind, ProtoError, RoomEvent,
-    RoomId, ServerEvent,
+    parse_client_frame, ClientEvent, DmPeer, ErrorCode, MessageId, MessageKind, ProtoError,
+    RoomEvent, RoomId, ServerEvent,
 };
 
 use crate::delivery::Audience;
@@ -23,10 +28,16 @@ pub(crate) struct Identity {
     pub(crate) username: Option<Arc<str>>,
 }
 
+pub(crate) use people::remove_from_room;
+
 pub(crate) struct Session {
     conn: ConnHandle,
     identity: Identity,
     rooms: HashSet<RoomId>,
+    /// The other participant of each direct conversation joined.
+    dm_peers: HashMap<RoomId, Arc<str>>,
+    /// Users whose presence this connection watches.
+    watching: HashSet<String>,
     shared: Arc<Shared>,
 }
 
@@ -43,10 +54,13 @@ fn store_failed(error: StoreError) -> ProtoError {
 
 impl Session {
     pub(crate) fn new(conn: ConnHandle, identity: Identity, shared: Arc<Shared>) -> Session {
+        shared.presence.connected(&identity.user_id, &conn.username);
         Session {
             conn,
             identity,
             rooms: HashSet::new(),
+            dm_peers: HashMap::new(),
+            watching: HashSet::new(),
             shared,
         }
     }
@@ -105,6 +119,11 @@ impl Session {
     }
 
     async fn handle(&mut self, event: ClientEvent) -> Result<(), ProtoError> {
+        // Rooms the application took this connection out of meanwhile.
+        for room in self.conn.take_removals() {
+            self.rooms.remove(&room);
+            self.dm_peers.remove(&room);
+        }
         match event {
             ClientEvent::Join { room_id, since } => self.join(room_id, since).await,
             ClientEvent::Leave { room_id } => self.leave(room_id),
@@ -160,6 +179,17 @@ impl Session {
                 emoji,
                 added,
             } => self.react(room_id, message_id, emoji, added).await,
+            ClientEvent::DmOpen { user_id } => self.dm_open(user_id).await,
+            ClientEvent::DmList { before, limit } => self.dm_list(before, limit).await,
+            ClientEvent::Status { away } => {
+                self.status(away);
+                Ok(())
+            }
+            ClientEvent::Presence {
+                user_ids,
+                subscribe,
+            } => self.presence(user_ids, subscribe).await,
+            ClientEvent::Members { room_id } => self.members(room_id).await,
         }
     }
 
@@ -188,9 +218,17 @@ impl Session {
         if !self.rooms.contains(event.room_id()) {
             return Err(not_in_room(event.room_id()));
         }
+        // A new message in a direct conversation also reaches both users'
+        // connections that are not in it.
+        let dm = match (&event, self.dm_peers.get(event.room_id())) {
+            (NewEvent::Message(_), Some(peer)) => {
+                Some([self.identity.user_id.clone(), peer.clone()])
+            }
+            _ => None,
+        };
         self.conn.expect_answer();
         let origin = Origin::Connection(self.conn.clone());
-        if self.shared.sequencer.submit(event, origin).await {
+        if self.shared.sequencer.submit(event, origin, dm).await {
             Ok(())
         } else {
             self.conn.answered();
@@ -226,8 +264,7 @@ impl Session {
     }
 
     /// Enters the room and, for the user's first connection in it, tells
-    /// the others; under the user's membership lock, so that one tab
-    /// leaving as another joins is announced in the order it happened.
+    /// the others; under the user's membership lock (see [`depart`]).
     fn enter(&self, room_id: &RoomId) {
         let _membership = self.conn.membership();
         if self.shared.hub.join(room_id, &self.conn) == Some(true) {
@@ -239,30 +276,31 @@ impl Session {
         }
     }
 
-    /// Leaves the room, telling the others when the user stops typing and
-    /// when this was their last connection in it.
     fn exit(&self, room_id: &RoomId) {
-        let _membership = self.conn.membership();
-        let Some(departure) = self.shared.hub.leave(room_id, &self.conn) else {
-            return;
+        depart(&self.shared, room_id, &self.conn);
+    }
+
+    /// Whether the user may be in the room: anyone in a public room, members
+    /// in a private one, the two participants in a direct conversation
+    /// (whose other participant this returns). A refusal says nothing of
+    /// whether the room exists.
+    async fn admit(&self, room_id: &RoomId) -> Result<Option<Arc<str>>, ProtoError> {
+        let store = &self.shared.store;
+        let user = &self.identity.user_id;
+        let admitted = match room_id.access() {
+            RoomAccess::Public => return Ok(None),
+            RoomAccess::Private => store
+                .is_member(room_id, user)
+                .await
+                .map_err(store_failed)?
+                .then_some(None),
+            RoomAccess::Direct => store
+                .dm_peer(room_id, user)
+                .await
+                .map_err(store_failed)?
+                .map(|peer| Some(Arc::from(peer))),
         };
-        let room = room_id.as_str();
-        if let Some(username) = departure.typing_as {
-            let stopped = RoomEvent::Typing {
-                room_id: room.to_owned(),
-                user_id: self.identity.user_id.clone(),
-                username,
-                is_typing: false,
-            };
-            self.shared.bus.room_event(&stopped, None);
-        }
-        if departure.last_of_user {
-            let left = RoomEvent::UserLeft {
-                room_id: room.to_owned(),
-                user_id: self.identity.user_id.clone(),
-            };
-            self.shared.bus.room_event(&left, None);
-        }
+        admitted.ok_or_else(forbidden_room)
     }
 
     /// Joins, then replays what the client missed (when it says `since`)
@@ -285,8 +323,25 @@ impl Session {
                 ),
             ));
         }
+        let dm_peer = self.admit(&room_id).await?;
         self.enter(&room_id);
+        // A membership removed while this join was on its way must not be
+        // missed: the removal only finds connections already in the room.
+        if room_id.access() == RoomAccess::Private {
+            let still = self
+                .shared
+                .store
+                .is_member(&room_id, &self.identity.user_id)
+                .await;
+            if !matches!(still, Ok(true)) {
+                self.exit(&room_id);
+                return Err(still.map_or_else(store_failed, |_| forbidden_room()));
+            }
+        }
         self.rooms.insert(room_id.clone());
+        if let Some(peer) = dm_peer {
+            self.dm_peers.insert(room_id.clone(), peer);
+        }
         match self.recover(&room_id, since).await {
             Ok(delivered_through) => {
                 self.go_live(&room_id, delivered_through).await;
@@ -295,6 +350,7 @@ impl Session {
             Err(error) => {
                 self.exit(&room_id);
                 self.rooms.remove(&room_id);
+                self.dm_peers.remove(&room_id);
                 Err(store_failed(error))
             }
         }
@@ -385,6 +441,10 @@ impl Session {
             recovered,
             read_seq: read.read_seq,
             unread: read.unread,
+            dm: self
+                .dm_peers
+                .get(room_id)
+                .map(|peer| DmPeer { user_id: peer }),
         });
         self.send(frame).await;
         Ok(())
@@ -461,6 +521,7 @@ impl Session {
         if !self.rooms.remove(&room_id) {
             return Err(not_in_room(&room_id));
         }
+        self.dm_peers.remove(&room_id);
         self.exit(&room_id);
         Ok(())
     }
@@ -472,6 +533,9 @@ impl Session {
         username: Option<String>,
         client_id: Option<String>,
     ) -> Result<(), ProtoError> {
+        if let Some(peer) = self.dm_peers.get(&room_id) {
+            self.check_not_blocked_by(peer).await?;
+        }
         let new = NewMessage {
             id: new_id(),
             room_id,
@@ -517,12 +581,54 @@ impl Session {
         }
     }
 
-    /// Disconnect means leaving every room, with the same announcements.
+    /// Disconnect means leaving every room, with the same announcements,
+    /// and no longer watching anyone.
     pub(crate) fn leave_all(&mut self) {
         for room_id in std::mem::take(&mut self.rooms) {
             self.exit(&room_id);
         }
+        self.dm_peers.clear();
+        let watching = std::mem::take(&mut self.watching);
+        self.shared
+            .hub
+            .unwatch(watching.iter().map(String::as_str), &self.conn);
+        self.shared
+            .presence
+            .disconnected(&self.identity.user_id, self.conn.is_away());
     }
+}
+
+/// Takes the connection out of the room, telling the others when the user
+/// stops typing and when this was their last connection in it; under the
+/// user's membership lock, so that one tab leaving as another joins is
+/// announced in the order it happened. False if it was not in the room.
+fn depart(shared: &Shared, room_id: &RoomId, conn: &ConnHandle) -> bool {
+    let _membership = conn.membership();
+    let Some(departure) = shared.hub.leave(room_id, conn) else {
+        return false;
+    };
+    let room = room_id.as_str();
+    if let Some(username) = departure.typing_as {
+        let stopped = RoomEvent::Typing {
+            room_id: room.to_owned(),
+            user_id: conn.user_id.clone(),
+            username,
+            is_typing: false,
+        };
+        shared.bus.room_event(&stopped, None);
+    }
+    if departure.last_of_user {
+        let left = RoomEvent::UserLeft {
+            room_id: room.to_owned(),
+            user_id: conn.user_id.clone(),
+        };
+        shared.bus.room_event(&left, None);
+    }
+    true
+}
+
+fn forbidden_room() -> ProtoError {
+    ProtoError::new(ErrorCode::Forbidden, "Not a member of this room")
 }
 
 /// A new event or message id: time-ordered, unique.

@@ -1,0 +1,246 @@
+//! Where users are: `online` while any connection is open and not away,
+//! `away` when every open connection said so, `offline` with none. Changes
+//! go to the connections watching the user, through the delivery seam.
+//!
+//! Going offline is damped: the last connection closing starts a grace
+//! period (5 s by default) and only its end, with no connection back,
+//! makes the user offline; a tab reload announces nothing. `lastSeen` is
+//! when the last connection closed, stored when the user goes offline (and
+//! for everyone still connected when the service stops).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chat_proto::{PresenceStatus, ServerEvent, UserPresence};
+
+use crate::delivery::{Audience, Delivery};
+use crate::hub;
+use crate::store::{Change, Store};
+
+pub(crate) struct Presence {
+    users: Mutex<HashMap<Arc<str>, UserState>>,
+    grace: Duration,
+    bus: Arc<dyn Delivery>,
+    store: Store,
+}
+
+struct UserState {
+    /// The name of the user's latest connection.
+    username: Arc<str>,
+    connections: usize,
+    away: usize,
+    /// What watchers were last told (or would be, for a user nobody watches).
+    announced: PresenceStatus,
+    /// When the last connection closed, while going offline or offline.
+    last_seen_ms: Option<i64>,
+    /// Bumped on every connect, so a grace period that a reconnect
+    /// interrupted ends without effect.
+    generation: u64,
+}
+
+impl UserState {
+    fn status(&self) -> PresenceStatus {
+        match (self.connections, self.away) {
+            (0, _) => PresenceStatus::Offline,
+            (open, away) if away >= open => PresenceStatus::Away,
+            _ => PresenceStatus::Online,
+        }
+    }
+}
+
+impl Presence {
+    pub(crate) fn new(bus: Arc<dyn Delivery>, store: Store, grace: Duration) -> Presence {
+        Presence {
+            users: Mutex::default(),
+            grace,
+            bus,
+            store,
+        }
+    }
+
+    fn users(&self) -> MutexGuard<'_, HashMap<Arc<str>, UserState>> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the user's watchers, under the lock so that changes of one
+    /// user reach them in the order they happened.
+    fn announce(&self, user: &Arc<str>, state: &mut UserState) {
+        let status = state.status();
+        if status == state.announced {
+            return;
+        }
+        state.announced = status;
+        let presence = UserPresence {
+            user_id: user.to_string(),
+            status,
+            last_seen_ms: state.last_seen_ms,
+        };
+        let frame = hub::frame(&ServerEvent::PresenceChanged(&presence));
+        self.bus.deliver(Audience::Watchers { user }, &frame, None);
+    }
+
+    pub(crate) fn connected(&self, user: &Arc<str>, username: &Arc<str>) {
+        let mut users = self.users();
+        let state = users.entry(user.clone()).or_insert_with(|| UserState {
+            username: username.clone(),
+            connections: 0,
+            away: 0,
+            announced: PresenceStatus::Offline,
+            last_seen_ms: None,
+            generation: 0,
+        });
+        state.connections += 1;
+        state.generation += 1;
+        state.username = username.clone();
+        self.announce(user, state);
+    }
+
+    /// The name a user last connected under, while this process knows it.
+    pub(crate) fn name_of(&self, user: &str) -> Option<String> {
+        self.users()
+            .get(user)
+            .map(|state| state.username.to_string())
+    }
+
+    /// A connection said it is away (or back).
+    pub(crate) fn set_away(&self, user: &Arc<str>, away: bool) {
+        let mut users = self.users();
+        let Some(state) = users.get_mut(user) else {
+            return;
+        };
+        if away {
+            state.away += 1;
+        } else {
+            state.away = state.away.saturating_sub(1);
+        }
+        self.announce(user, state);
+    }
+
+    /// A connection closed (`was_away` if it had said it was away). The
+    /// last one starts the grace period.
+    pub(crate) fn disconnected(self: &Arc<Self>, user: &Arc<str>, was_away: bool) {
+        let mut users = self.users();
+        let Some(state) = users.get_mut(user) else {
+            return;
+        };
+        state.connections = state.connections.saturating_sub(1);
+        if was_away {
+            state.away = state.away.saturating_sub(1);
+        }
+        if state.connections > 0 {
+            self.announce(user, state);
+            return;
+        }
+        let closed_at = chat_proto::time::now_millis();
+        state.last_seen_ms = Some(closed_at);
+        let generation = state.generation;
+        drop(users);
+        let presence = self.clone();
+        let user = user.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(presence.grace).await;
+            presence.grace_ended(&user, generation, closed_at).await;
+        });
+    }
+
+    async fn grace_ended(&self, user: &Arc<str>, generation: u64, closed_at: i64) {
+        {
+            let mut users = self.users();
+            let Some(state) = users.get_mut(user) else {
+                return;
+            };
+            if state.generation != generation || state.connections > 0 {
+                return;
+            }
+            self.announce(user, state);
+            // Forgotten once told: what is left is the stored `lastSeen`.
+            users.remove(user);
+        }
+        let change = Change::LastSeen {
+            user: user.to_string(),
+            at_ms: closed_at,
+        };
+        if let Err(error) = self.store.change(change).await {
+            tracing::warn!(%error, user = ?user, "storing last seen failed");
+        }
+    }
+
+    /// Each user's presence now, `lastSeen` from memory or the store.
+    pub(crate) async fn of(&self, users: &[String]) -> Vec<UserPresence> {
+        let mut known: Vec<UserPresence> = Vec::with_capacity(users.len());
+        let mut unknown: Vec<&str> = Vec::new();
+        {
+            let states = self.users();
+            for user in users {
+                match states.get(user.as_str()) {
+                    Some(state) => known.push(UserPresence {
+                        user_id: user.clone(),
+                        // Within the grace period a user still shows as
+                        // they were last announced.
+                        status: if state.connections == 0 {
+                            state.announced
+                        } else {
+                            state.status()
+                        },
+                        last_seen_ms: state.last_seen_ms,
+                    }),
+                    None => unknown.push(user),
+                }
+            }
+        }
+        let stored = if unknown.is_empty() {
+            HashMap::new()
+        } else {
+            self.store
+                .last_seen(&unknown)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, "reading last seen failed");
+                    HashMap::new()
+                })
+        };
+        for user in unknown {
+            known.push(UserPresence {
+                user_id: user.to_owned(),
+                status: PresenceStatus::Offline,
+                last_seen_ms: stored.get(user).copied(),
+            });
+        }
+        // In the order asked for.
+        let order: HashMap<&str, usize> = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.as_str(), i))
+            .collect();
+        known.sort_by_key(|p| order.get(p.user_id.as_str()).copied().unwrap_or(usize::MAX));
+        known
+    }
+
+    /// The service is stopping: everyone still here was last seen now.
+    pub(crate) async fn store_last_seen(&self) {
+        let now = chat_proto::time::now_millis();
+        let users: Vec<(Arc<str>, i64)> = self
+            .users()
+            .iter()
+            .map(|(user, state)| {
+                let seen = if state.connections > 0 {
+                    now
+                } else {
+                    state.last_seen_ms.unwrap_or(now)
+                };
+                (user.clone(), seen)
+            })
+            .collect();
+        for (user, at_ms) in users {
+            let change = Change::LastSeen {
+                user: user.to_string(),
+                at_ms,
+            };
+            if let Err(error) = self.store.change(change).await {
+                tracing::warn!(%error, "storing last seen at shutdown failed");
+                return;
+            }
+        }
+    }
+}
