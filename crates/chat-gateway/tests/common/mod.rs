@@ -88,7 +88,7 @@ pub fn gateway_config(service: SocketAddr) -> GatewayConfig {
     let url = ServiceUrl::parse(&format!("http://{service}")).unwrap();
     let mut jwt = JwtConfig::hs256(SECRET);
     jwt.leeway = Duration::ZERO;
-    let mut config = GatewayConfig::new(url, KEY, jwt);
+    let mut config = GatewayConfig::new(vec![url], KEY, jwt);
     // Most tests open many sockets from one address; limit tests lower these.
     config.limits.connect_burst = 1000.try_into().unwrap();
     config.limits.max_connections_per_user = 1000;
