@@ -364,7 +364,10 @@ impl GatewayArgs {
         config.limits.client_write_timeout =
             positive_secs("CLIENT_WRITE_TIMEOUT_SECS", self.client_write_timeout_secs)?;
         config.health = HealthCheck {
-            interval: positive_secs("HEALTH_CHECK_INTERVAL_SECS", self.health_check_interval_secs)?,
+            interval: positive_secs(
+                "HEALTH_CHECK_INTERVAL_SECS",
+                self.health_check_interval_secs,
+            )?,
             timeout: positive_secs("HEALTH_CHECK_TIMEOUT_SECS", self.health_check_timeout_secs)?,
             unhealthy_after: positive("HEALTH_CHECK_FAILURES", self.health_check_failures)?.get(),
         };
@@ -405,4 +408,57 @@ fn parse_proxy(text: &str) -> Result<IpNet, GatewayError> {
                 "TRUSTED_PROXIES: `{text}` is not an IP address or CIDR"
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    }
+
+    fn config(args: &[&str]) -> Result<GatewayConfig, GatewayError> {
+        let secret = "a-test-secret-of-32-bytes-or-more";
+        let base = ["gateway", "--jwt-secret", secret];
+        Cli::try_parse_from(base.iter().chain(args))
+            .unwrap()
+            .gateway
+            .into_config("an-internal-key-of-16+".into())
+    }
+
+    #[test]
+    fn several_nodes_health_checks_and_redis() {
+        let one = config(&["--chat-service-url", "http://localhost:3002"]).unwrap();
+        assert_eq!(one.service_urls.len(), 1);
+        assert_eq!(one.health.interval, Duration::from_secs(2));
+        assert_eq!(one.health.timeout, Duration::from_secs(1));
+        assert_eq!(one.health.unhealthy_after, 3);
+
+        let several = config(&[
+            "--chat-service-url",
+            "http://10.0.0.1:3002, http://10.0.0.2:3002",
+            "--health-check-interval-secs",
+            "5",
+            "--redis-url",
+            "redis://:secret@127.0.0.1:6390/2",
+        ])
+        .unwrap();
+        assert_eq!(several.service_urls.len(), 2);
+        assert_eq!(several.health.interval, Duration::from_secs(5));
+        let redis = several.redis.unwrap();
+        assert!(!format!("{redis:?}").contains("secret"), "{redis:?}");
+
+        for bad in [
+            &["--health-check-failures", "0"][..],
+            &["--health-check-timeout-secs", "0"],
+            &["--redis-url", "http://not-redis"],
+            &["--chat-service-url", "http://a:1,http://a:1"],
+        ] {
+            assert!(config(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -127,14 +127,9 @@ impl Nodes {
     /// fewest sockets first. The socket counts on it while the lease lives.
     pub fn lease(&self, tried: &[usize]) -> Option<NodeLease> {
         let _choosing = self.choosing.lock().unwrap_or_else(|e| e.into_inner());
-        let (index, node) = self
-            .in_turn(tried)
-            .min_by_key(|(_, node)| {
-                (
-                    !node.is_healthy(),
-                    node.connections.load(Ordering::Relaxed),
-                )
-            })?;
+        let (index, node) = self.in_turn(tried).min_by_key(|(_, node)| {
+            (!node.is_healthy(), node.connections.load(Ordering::Relaxed))
+        })?;
         let open = node.connections.fetch_add(1, Ordering::Relaxed) + 1;
         node.connections_gauge.set(open as f64);
         Some(NodeLease {
@@ -146,7 +141,8 @@ impl Nodes {
     /// A node for a stateless request, not one of `tried`: any healthy one,
     /// in turn; an unhealthy one only when no healthy one is left.
     pub fn any(&self, tried: &[usize]) -> Option<(usize, &Arc<Node>)> {
-        self.in_turn(tried).min_by_key(|(_, node)| !node.is_healthy())
+        self.in_turn(tried)
+            .min_by_key(|(_, node)| !node.is_healthy())
     }
 
     /// Untried nodes, starting one further each call (`min_by_key` keeps

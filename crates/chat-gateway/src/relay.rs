@@ -18,8 +18,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::error::CapacityError;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
@@ -361,14 +361,16 @@ async fn finish(
             let _ = upstream.flush().await;
             if frame.as_ref().is_some_and(|f| node_restarting(f.code)) {
                 // Before the client hears it, so its reconnect goes elsewhere.
-                node.node().mark_unhealthy("it is shutting down or restarting (1001/1012)");
+                node.node()
+                    .mark_unhealthy("it is shutting down or restarting (1001/1012)");
             }
             close_client(client, Message::Close(frame.map(client_facing))).await;
         }
         Ending::UpstreamLost => {
             tracing::warn!(user = ?user, node = %node.node().label(), side = "upstream", "chat service connection lost");
             metrics::counter!("gateway_upstream_errors_total", "kind" => "lost").increment(1);
-            node.node().mark_unhealthy("a relayed socket dropped without a close frame");
+            node.node()
+                .mark_unhealthy("a relayed socket dropped without a close frame");
             close_client(client, service_restarting()).await;
         }
         Ending::UpstreamBroken => {

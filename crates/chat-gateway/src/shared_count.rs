@@ -152,7 +152,10 @@ impl SharedCount {
         }
         let mut redis = core.redis.clone();
         let mut invocation = core.admit.key(key(user));
-        invocation.arg(max).arg(core.member(id)).arg(millis(core.ttl));
+        invocation
+            .arg(max)
+            .arg(core.member(id))
+            .arg(millis(core.ttl));
         match timeout(core.timeout, invocation.invoke_async::<i64>(&mut redis)).await {
             Ok(Ok(1)) => {
                 entry.mark_admitted();

@@ -94,7 +94,10 @@ impl ServiceUrl {
         let mut urls: Vec<ServiceUrl> = Vec::new();
         for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let url = ServiceUrl::parse(entry)?;
-            if urls.iter().any(|known| known.to_string() == url.to_string()) {
+            if urls
+                .iter()
+                .any(|known| known.to_string() == url.to_string())
+            {
                 return Err(GatewayError::Config(format!(
                     "CHAT_SERVICE_URL lists {url} twice"
                 )));
@@ -157,9 +160,9 @@ impl UpstreamError {
     /// even with a refusal (at its connection cap, say), is up.
     fn node_is_down(&self) -> bool {
         match self {
-            UpstreamError::Unreachable(_) | UpstreamError::Timeout | UpstreamError::Handshake(_) => {
-                true
-            }
+            UpstreamError::Unreachable(_)
+            | UpstreamError::Timeout
+            | UpstreamError::Handshake(_) => true,
             UpstreamError::Refused(_) => false,
             UpstreamError::Http(e) => e.is_connect(),
         }
@@ -193,7 +196,9 @@ impl Upstream {
         health: &HealthCheck,
     ) -> Result<Upstream, GatewayError> {
         if urls.is_empty() {
-            return Err(GatewayError::Config("no chat service node configured".into()));
+            return Err(GatewayError::Config(
+                "no chat service node configured".into(),
+            ));
         }
         let mut internal_api_key = HeaderValue::from_str(internal_api_key)
             .map_err(|_| GatewayError::Config("INTERNAL_API_KEY must be printable ASCII".into()))?;

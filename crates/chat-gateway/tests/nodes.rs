@@ -32,9 +32,14 @@ async fn start_gateway_for(nodes: &[SocketAddr]) -> Running {
 async fn wait_until_healthy(node: SocketAddr, healthy: bool) {
     let expected = if healthy { 1.0 } else { 0.0 };
     eventually(
-        &format!("{node} to be reported {}", if healthy { "healthy" } else { "unhealthy" }),
+        &format!(
+            "{node} to be reported {}",
+            if healthy { "healthy" } else { "unhealthy" }
+        ),
         WAIT,
-        || async { (node_metric("gateway_upstream_healthy", node) == Some(expected)).then_some(()) },
+        || async {
+            (node_metric("gateway_upstream_healthy", node) == Some(expected)).then_some(())
+        },
     )
     .await;
 }
@@ -92,7 +97,10 @@ async fn new_sockets_go_to_the_node_with_the_fewest() {
     let mut users = connect_users(gateway.addr, "spread", 6).await;
     wait_for_connections(&nodes, &[2, 2, 2]).await;
     for node in &nodes {
-        assert_eq!(node_metric("gateway_upstream_connections", *node), Some(2.0));
+        assert_eq!(
+            node_metric("gateway_upstream_connections", *node),
+            Some(2.0)
+        );
     }
 
     // A node that loses a socket is the one the next socket goes to.
@@ -139,7 +147,10 @@ async fn a_stopped_node_sends_its_clients_elsewhere_until_it_is_back() {
     // While it is down, new sockets go to the others, none refused.
     let _more = connect_users(gateway.addr, "more", 4).await;
     wait_for_connections(&others, &[5, 5]).await;
-    assert_eq!(node_metric("gateway_upstream_connections", stopping), Some(0.0));
+    assert_eq!(
+        node_metric("gateway_upstream_connections", stopping),
+        Some(0.0)
+    );
 
     // Back on the same port: healthy again, and the emptiest node.
     let _back = start_service_on(stopping).await;
@@ -201,7 +212,10 @@ async fn no_node_up_is_a_502_until_one_is_back() {
     let (status, _, body) = refused(gateway.addr, &[("cookie", &cookie(&token("down0")))]).await;
     assert_eq!(status, 502);
     assert_eq!(body["code"], "upstream_unavailable");
-    assert!(body["error"].as_str().unwrap().contains("chat service"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("chat service"),
+        "{body}"
+    );
 
     // Every node looks down, yet the first one back is used at once.
     let _back = start_service_on(nodes[0]).await;
@@ -217,7 +231,10 @@ async fn a_refusing_node_is_passed_over_at_connect() {
     let gateway = start_gateway_for(&[refusing.addr, good.addr]).await;
     let _users = connect_users(gateway.addr, "refused", 4).await;
     wait_for_connections(&[good.addr], &[4]).await;
-    assert_eq!(node_metric("gateway_upstream_healthy", refusing.addr), Some(1.0));
+    assert_eq!(
+        node_metric("gateway_upstream_healthy", refusing.addr),
+        Some(1.0)
+    );
 }
 
 /// The room API goes to healthy nodes only. The unhealthy one here takes

@@ -88,7 +88,8 @@ async fn the_cap_holds_across_gateways() {
 #[ignore = "needs redis-server (apt-get install redis-server); run with --include-ignored"]
 fn a_killed_gateways_sockets_stop_counting() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (redis, service) = runtime.block_on(async { (RedisServer::start().await, start_service().await) });
+    let (redis, service) =
+        runtime.block_on(async { (RedisServer::start().await, start_service().await) });
     let ttl = Duration::from_secs(1);
     // The doomed gateway gets a runtime of its own, so it can die without
     // closing anything.
@@ -106,7 +107,10 @@ fn a_killed_gateways_sockets_stop_counting() {
         eventually("the heartbeat to renew the sockets", WAIT, || async {
             let renewed = expiries(&redis, "orphaned").await;
             (renewed.len() == first_expiry.len()
-                && renewed.iter().zip(&first_expiry).all(|(new, old)| new > old))
+                && renewed
+                    .iter()
+                    .zip(&first_expiry)
+                    .all(|(new, old)| new > old))
             .then_some(())
         })
         .await;

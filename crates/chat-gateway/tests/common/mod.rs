@@ -218,7 +218,11 @@ pub async fn service_stats(service: SocketAddr) -> Value {
 pub async fn connections_per_node(services: &[SocketAddr]) -> Vec<u64> {
     let mut counts = Vec::new();
     for service in services {
-        counts.push(service_stats(*service).await["connections"].as_u64().unwrap());
+        counts.push(
+            service_stats(*service).await["connections"]
+                .as_u64()
+                .unwrap(),
+        );
     }
     counts
 }
