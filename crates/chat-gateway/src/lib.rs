@@ -5,9 +5,10 @@
 //!
 //! A request goes through phases, each able to refuse it with a JSON body:
 //! connect rate (per client IP) -> Origin -> authentication -> per-user cap
-//! (in Redis too, with `REDIS_URL`) -> upstream socket -> 101 and relay. The gateway never touches the store
-//! and never parses chat frames; the service trusts the identity headers it
-//! adds (`x-internal-api-key`, `x-user-id`, `x-username`, percent-encoded).
+//! (in Redis too, with `REDIS_URL`) -> upstream socket (the next node if one
+//! fails) -> 101 and relay. The gateway never touches the store and never
+//! parses chat frames; the service trusts the identity headers it adds
+//! (`x-internal-api-key`, `x-user-id`, `x-username`, percent-encoded).
 
 mod admission;
 mod auth;
