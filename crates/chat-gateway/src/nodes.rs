@@ -68,7 +68,10 @@ impl Node {
     pub fn check_failed(&self, reason: &str) {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= self.unhealthy_after {
-            let reason = format!("{failures} health checks failed, the last: {reason}");
+            let reason = match failures {
+                1 => format!("health check failed: {reason}"),
+                _ => format!("{failures} health checks failed in a row, the last: {reason}"),
+            };
             self.set_unhealthy(&reason);
         }
     }

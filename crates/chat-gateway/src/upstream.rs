@@ -434,12 +434,21 @@ impl Upstream {
             .timeout(self.health_timeout)
             .send()
             .await
-            .map_err(|e| match e {
-                e if e.is_timeout() => format!("no answer within {:?}", self.health_timeout),
-                e => match std::error::Error::source(&e) {
+            .map_err(|e| {
+                if e.is_timeout() {
+                    return format!("no answer within {:?}", self.health_timeout);
+                }
+                // The innermost cause says what happened ("Connection refused").
+                let mut innermost = None;
+                let mut cause = std::error::Error::source(&e);
+                while let Some(next) = cause {
+                    innermost = Some(next);
+                    cause = next.source();
+                }
+                match innermost {
                     Some(cause) => format!("{e}: {cause}"),
                     None => e.to_string(),
-                },
+                }
             })?;
         match response.status() {
             status if status.is_success() => Ok(()),
