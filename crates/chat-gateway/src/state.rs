@@ -56,6 +56,11 @@ impl Gateway {
                 "dev login needs an HS256 secret; it is never enabled with a public key".into(),
             ));
         }
+        // First: the node gauges made below register with this recorder.
+        let metrics = config
+            .metrics
+            .clone()
+            .unwrap_or_else(crate::metrics::global_handle);
         crate::metrics::describe();
         let limits = &config.limits;
         let frame_quota = Quota::per_second(limits.frames_per_sec).allow_burst(limits.frame_burst);
@@ -81,10 +86,7 @@ impl Gateway {
                 Quota::per_second(limits.api_requests_per_sec).allow_burst(limits.api_burst),
             ),
             user_connections: Arc::new(UserConnections::new(shared_count)),
-            metrics: config
-                .metrics
-                .clone()
-                .unwrap_or_else(crate::metrics::global_handle),
+            metrics,
             shutdown,
             relays_alive,
             config,
