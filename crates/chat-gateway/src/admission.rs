@@ -12,6 +12,7 @@ use http::{HeaderMap, Uri};
 use ipnet::IpNet;
 
 use crate::config::Limits;
+use crate::shared_count::{SharedCount, SharedEntry};
 
 /// The canonical form of an origin, `scheme://host[:port]`, lower-case and
 /// without the scheme's default port, so configured and sent origins
@@ -191,14 +192,33 @@ impl ConnectLimiter {
     }
 }
 
-/// Counts open sockets per user to enforce the concurrent-connection cap.
+/// Counts open sockets per user to enforce the concurrent-connection cap:
+/// here, and across gateways too when they share a Redis.
 #[derive(Default)]
 pub struct UserConnections {
     open: Mutex<HashMap<Arc<str>, u32>>,
+    shared: Option<SharedCount>,
 }
 
 impl UserConnections {
-    pub fn try_acquire(self: &Arc<Self>, user: &Arc<str>, max: u32) -> Option<UserSlot> {
+    pub fn new(shared: Option<SharedCount>) -> UserConnections {
+        UserConnections {
+            open: Mutex::default(),
+            shared,
+        }
+    }
+
+    /// This gateway's count first: a user at the cap here is at the cap
+    /// everywhere, and is refused without asking Redis.
+    pub async fn try_acquire(self: &Arc<Self>, user: &Arc<str>, max: u32) -> Option<UserSlot> {
+        let mut slot = self.try_acquire_here(user, max)?;
+        if let Some(shared) = &self.shared {
+            slot.shared = Some(shared.admit(user, max).await?);
+        }
+        Some(slot)
+    }
+
+    fn try_acquire_here(self: &Arc<Self>, user: &Arc<str>, max: u32) -> Option<UserSlot> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(user.clone()).or_insert(0);
         if *count >= max {
@@ -208,6 +228,7 @@ impl UserConnections {
         Some(UserSlot {
             registry: self.clone(),
             user: user.clone(),
+            shared: None,
         })
     }
 }
@@ -216,6 +237,8 @@ impl UserConnections {
 pub struct UserSlot {
     registry: Arc<UserConnections>,
     user: Arc<str>,
+    /// Held for its Drop: the socket is uncounted in Redis too.
+    shared: Option<SharedEntry>,
 }
 
 impl UserSlot {
@@ -356,13 +379,13 @@ mod tests {
         assert!(limiter.check(c).is_ok());
     }
 
-    #[test]
-    fn user_slots_are_released() {
+    #[tokio::test]
+    async fn user_slots_are_released() {
         let registry = Arc::new(UserConnections::default());
         let user: Arc<str> = "u".into();
-        let first = registry.try_acquire(&user, 1).unwrap();
-        assert!(registry.try_acquire(&user, 1).is_none());
+        let first = registry.try_acquire(&user, 1).await.unwrap();
+        assert!(registry.try_acquire(&user, 1).await.is_none());
         drop(first);
-        assert!(registry.try_acquire(&user, 1).is_some());
+        assert!(registry.try_acquire(&user, 1).await.is_some());
     }
 }

@@ -102,9 +102,67 @@ impl Default for Limits {
     }
 }
 
+/// How the gateway watches its service nodes (`GET /healthz` on each).
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub interval: Duration,
+    /// A check not answered within this long has failed.
+    pub timeout: Duration,
+    /// Consecutive failed checks that make a node unhealthy (a failed
+    /// connect does at once); one passed check makes it healthy again.
+    pub unhealthy_after: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            unhealthy_after: 3,
+        }
+    }
+}
+
+/// Per-user socket counts shared by every gateway on one Redis.
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// A gateway's sockets stop counting this long after its last
+    /// heartbeat (sent every third of it), so a killed gateway's vanish.
+    pub entry_ttl: Duration,
+    /// An answer slower than this counts as Redis being unreachable.
+    pub timeout: Duration,
+}
+
+impl RedisConfig {
+    pub fn new(url: impl Into<String>) -> RedisConfig {
+        RedisConfig {
+            url: url.into(),
+            entry_ttl: Duration::from_secs(30),
+            timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    // The URL may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &"..")
+            .field("entry_ttl", &self.entry_ttl)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
-    pub service_url: ServiceUrl,
+    /// The service nodes; new sockets go to a healthy one with the fewest.
+    pub service_urls: Vec<ServiceUrl>,
+    pub health: HealthCheck,
+    /// Count each user's sockets in Redis, across gateways; `None`: here only.
+    pub redis: Option<RedisConfig>,
     pub internal_api_key: String,
     pub jwt: JwtConfig,
     /// Full origins (`https://app.example.com`) allowed besides the gateway's own host.
@@ -121,12 +179,14 @@ pub struct GatewayConfig {
 
 impl GatewayConfig {
     pub fn new(
-        service_url: ServiceUrl,
+        service_urls: Vec<ServiceUrl>,
         internal_api_key: impl Into<String>,
         jwt: JwtConfig,
     ) -> GatewayConfig {
         GatewayConfig {
-            service_url,
+            service_urls,
+            health: HealthCheck::default(),
+            redis: None,
             internal_api_key: internal_api_key.into(),
             jwt,
             allowed_origins: Vec::new(),
@@ -143,7 +203,8 @@ impl GatewayConfig {
 /// Listening address and the internal key are the binaries' business.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayArgs {
-    /// Base URL of the chat service (plain HTTP; `/ws` is appended).
+    /// Base URL of the chat service (plain HTTP; `/ws` is appended); several
+    /// nodes separated by commas.
     #[arg(
         long,
         env = "CHAT_SERVICE_URL",
@@ -202,6 +263,18 @@ pub struct GatewayArgs {
     /// Concurrent WebSocket connections per user.
     #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
     pub max_connections_per_user: u32,
+    /// Seconds between health checks of each service node.
+    #[arg(long, env = "HEALTH_CHECK_INTERVAL_SECS", default_value_t = 2)]
+    pub health_check_interval_secs: u64,
+    /// Seconds a node has to answer a health check.
+    #[arg(long, env = "HEALTH_CHECK_TIMEOUT_SECS", default_value_t = 1)]
+    pub health_check_timeout_secs: u64,
+    /// Consecutive failed health checks that make a node unhealthy.
+    #[arg(long, env = "HEALTH_CHECK_FAILURES", default_value_t = 3)]
+    pub health_check_failures: u32,
+    /// Redis shared by the gateways, to hold the per-user cap across them.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
 }
 
 impl GatewayArgs {
@@ -245,7 +318,7 @@ impl GatewayArgs {
     fn build(self, internal_api_key: String, key: JwtKey) -> Result<GatewayConfig, GatewayError> {
         chat_proto::limits::check_internal_api_key(&internal_api_key)
             .map_err(GatewayError::Config)?;
-        let service_url = ServiceUrl::parse(&self.chat_service_url)?;
+        let service_urls = ServiceUrl::parse_list(&self.chat_service_url)?;
         let jwt = JwtConfig {
             key,
             issuer: non_empty(self.jwt_issuer),
@@ -254,7 +327,7 @@ impl GatewayArgs {
         };
         // Refuse a bad key now, before the binary binds and announces itself.
         crate::auth::TokenVerifier::new(&jwt)?;
-        let mut config = GatewayConfig::new(service_url, internal_api_key, jwt);
+        let mut config = GatewayConfig::new(service_urls, internal_api_key, jwt);
         config.allowed_origins = self
             .allowed_origins
             .iter()
@@ -290,6 +363,24 @@ impl GatewayArgs {
             positive_secs("HEADER_READ_TIMEOUT_SECS", self.header_read_timeout_secs)?;
         config.limits.client_write_timeout =
             positive_secs("CLIENT_WRITE_TIMEOUT_SECS", self.client_write_timeout_secs)?;
+        config.health = HealthCheck {
+            interval: positive_secs(
+                "HEALTH_CHECK_INTERVAL_SECS",
+                self.health_check_interval_secs,
+            )?,
+            timeout: positive_secs("HEALTH_CHECK_TIMEOUT_SECS", self.health_check_timeout_secs)?,
+            unhealthy_after: positive("HEALTH_CHECK_FAILURES", self.health_check_failures)?.get(),
+        };
+        config.redis = match non_empty(self.redis_url) {
+            Some(url) => {
+                // Refuse a malformed URL now; an unreachable Redis is not fatal.
+                redis::Client::open(url.as_str()).map_err(|e| {
+                    GatewayError::Config(format!("REDIS_URL is not a Redis URL: {e}"))
+                })?;
+                Some(RedisConfig::new(url))
+            }
+            None => None,
+        };
         Ok(config)
     }
 }
@@ -317,4 +408,57 @@ fn parse_proxy(text: &str) -> Result<IpNet, GatewayError> {
                 "TRUSTED_PROXIES: `{text}` is not an IP address or CIDR"
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    }
+
+    fn config(args: &[&str]) -> Result<GatewayConfig, GatewayError> {
+        let secret = "a-test-secret-of-32-bytes-or-more";
+        let base = ["gateway", "--jwt-secret", secret];
+        Cli::try_parse_from(base.iter().chain(args))
+            .unwrap()
+            .gateway
+            .into_config("an-internal-key-of-16+".into())
+    }
+
+    #[test]
+    fn several_nodes_health_checks_and_redis() {
+        let one = config(&["--chat-service-url", "http://localhost:3002"]).unwrap();
+        assert_eq!(one.service_urls.len(), 1);
+        assert_eq!(one.health.interval, Duration::from_secs(2));
+        assert_eq!(one.health.timeout, Duration::from_secs(1));
+        assert_eq!(one.health.unhealthy_after, 3);
+
+        let several = config(&[
+            "--chat-service-url",
+            "http://10.0.0.1:3002, http://10.0.0.2:3002",
+            "--health-check-interval-secs",
+            "5",
+            "--redis-url",
+            "redis://:secret@127.0.0.1:6390/2",
+        ])
+        .unwrap();
+        assert_eq!(several.service_urls.len(), 2);
+        assert_eq!(several.health.interval, Duration::from_secs(5));
+        let redis = several.redis.unwrap();
+        assert!(!format!("{redis:?}").contains("secret"), "{redis:?}");
+
+        for bad in [
+            &["--health-check-failures", "0"][..],
+            &["--health-check-timeout-secs", "0"],
+            &["--redis-url", "http://not-redis"],
+            &["--chat-service-url", "http://a:1,http://a:1"],
+        ] {
+            assert!(config(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -1,20 +1,24 @@
 //! The chat gateway: authenticates browser WebSockets (JWT from the
 //! `access_token` cookie or a bearer header), checks Origin, applies rate
-//! limits, and relays frames to the chat service's `/ws` unchanged.
+//! limits, and relays frames to the chat service's `/ws` unchanged, on
+//! the healthy service node relaying the fewest sockets.
 //!
 //! A request goes through phases, each able to refuse it with a JSON body:
 //! connect rate (per client IP) -> Origin -> authentication -> per-user cap
-//! -> upstream socket -> 101 and relay. The gateway never touches the store
-//! and never parses chat frames; the service trusts the identity headers it
-//! adds (`x-internal-api-key`, `x-user-id`, `x-username`, percent-encoded).
+//! (in Redis too, with `REDIS_URL`) -> upstream socket (the next node if one
+//! fails) -> 101 and relay. The gateway never touches the store and never
+//! parses chat frames; the service trusts the identity headers it adds
+//! (`x-internal-api-key`, `x-user-id`, `x-username`, percent-encoded).
 
 mod admission;
 mod auth;
 mod config;
 mod metrics;
+mod nodes;
 mod rejection;
 mod relay;
 mod routes;
+mod shared_count;
 mod state;
 #[cfg(test)]
 mod test_support;
@@ -31,7 +35,7 @@ pub use auth::{
     mint_hs256_token, token_from_headers, AuthFailure, Identity, TokenVerifier,
     ACCESS_TOKEN_COOKIE, MIN_HS256_SECRET_BYTES,
 };
-pub use config::{GatewayArgs, GatewayConfig, JwtConfig, JwtKey, Limits};
+pub use config::{GatewayArgs, GatewayConfig, HealthCheck, JwtConfig, JwtKey, Limits, RedisConfig};
 pub use metrics::global_handle as metrics_handle;
 pub use rejection::Rejection;
 pub use upstream::{percent_encode, ServiceUrl, UpstreamError};
@@ -40,6 +44,8 @@ pub use upstream::{percent_encode, ServiceUrl, UpstreamError};
 /// this long to answer before their sockets are dropped.
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(9);
 const LIMITER_CLEANUP_EVERY: Duration = Duration::from_secs(60);
+/// After the relays are gone: time to remove their sockets from Redis.
+const SHARED_COUNT_FLUSH: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -59,7 +65,7 @@ pub async fn run(
 ) -> Result<(), GatewayError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-    let gateway = state::Gateway::new(config, shutdown_rx.clone(), alive_tx)?;
+    let (gateway, shared_count) = state::Gateway::new(config, shutdown_rx.clone(), alive_tx)?;
 
     let janitor = {
         let gateway = gateway.clone();
@@ -69,6 +75,23 @@ pub async fn run(
             loop {
                 tokio::select! {
                     _ = every.tick() => gateway.forget_idle_keys(),
+                    _ = shutdown.changed() => break,
+                }
+            }
+        })
+    };
+    let health_checks = {
+        let gateway = gateway.clone();
+        let mut shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(gateway.config.health.interval);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = async {
+                        every.tick().await;
+                        gateway.upstream.check_health().await;
+                    } => {}
                     _ = shutdown.changed() => break,
                 }
             }
@@ -98,6 +121,17 @@ pub async fn run(
     })
     .await;
     janitor.abort();
+    health_checks.abort();
+    if let Some(mut shared_count) = shared_count {
+        // It ends once the closed sockets' releases are sent.
+        if tokio::time::timeout(SHARED_COUNT_FLUSH, &mut shared_count)
+            .await
+            .is_err()
+        {
+            shared_count.abort();
+            tracing::warn!("closed sockets not all removed from Redis in time; they expire there");
+        }
+    }
     match drained {
         Ok(Ok(result)) => result.map_err(GatewayError::Io),
         Ok(Err(join_error)) => Err(GatewayError::Io(std::io::Error::other(join_error))),

@@ -5,6 +5,10 @@
 //! - `gateway_rejections_total{reason}`: origin, connect_rate, user_cap
 //! - `gateway_rate_limited_frames_total`, `gateway_abuse_closes_total`
 //! - `gateway_upstream_errors_total{kind}`
+//! - `gateway_upstream_healthy{node}` (gauge, 1 or 0),
+//!   `gateway_upstream_connections{node}` (gauge): per service node
+//! - `gateway_redis_up` (gauge, 1 or 0), `gateway_user_cap_fallbacks_total`:
+//!   only with `REDIS_URL`
 
 use std::sync::OnceLock;
 
@@ -56,5 +60,21 @@ pub(crate) fn describe() {
     metrics::describe_counter!(
         "gateway_upstream_errors_total",
         "Chat service failures by kind"
+    );
+    metrics::describe_gauge!(
+        "gateway_upstream_healthy",
+        "Whether a chat service node gets new connections (1) or is skipped (0)"
+    );
+    metrics::describe_gauge!(
+        "gateway_upstream_connections",
+        "WebSocket connections relayed to (or being opened on) a chat service node"
+    );
+    metrics::describe_gauge!(
+        "gateway_redis_up",
+        "Whether per-user caps are counted in Redis (1) or on this gateway alone (0)"
+    );
+    metrics::describe_counter!(
+        "gateway_user_cap_fallbacks_total",
+        "Connections admitted on this gateway's own count because Redis did not answer"
     );
 }

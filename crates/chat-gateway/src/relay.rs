@@ -18,12 +18,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::admission::UserSlot;
+use crate::nodes::NodeLease;
 use crate::state::Gateway;
 use crate::upstream::UpstreamSocket;
 
@@ -65,6 +67,8 @@ pub struct RelayContext {
     #[expect(dead_code, reason = "held for its Drop, never read")]
     pub connection: ConnectionSlot,
     pub slot: UserSlot,
+    /// Counts the socket on its service node.
+    pub node: NodeLease,
     pub expires_at: u64,
 }
 
@@ -80,7 +84,22 @@ enum Ending {
     ClientStalled,
     Abuse,
     UpstreamClosed(Option<CloseFrame>),
+    /// The service's socket ended without a close frame: its node stopped,
+    /// died or cannot be reached.
     UpstreamLost,
+    /// The service sent what is not WebSocket: a fault, not a restart.
+    UpstreamBroken,
+}
+
+/// How a failed read from or write to the service ends the relay.
+fn upstream_failed(error: &WsError) -> Ending {
+    match error {
+        WsError::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake | ProtocolError::SendAfterClosing,
+        ) => Ending::UpstreamLost,
+        WsError::Protocol(_) | WsError::Capacity(_) | WsError::Utf8(_) => Ending::UpstreamBroken,
+        _ => Ending::UpstreamLost,
+    }
 }
 
 /// Runs one admitted connection from the client's upgrade to the last close
@@ -154,8 +173,8 @@ pub async fn serve(on_upgrade: OnUpgrade, mut upstream: UpstreamSocket, ctx: Rel
                         Some(Ok(Message::Close(frame))) => break Ending::ClientClosed(frame),
                         Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
                             if gateway.frame_limiter.check_key(user).is_ok() {
-                                if upstream.send(message).await.is_err() {
-                                    break Ending::UpstreamLost;
+                                if let Err(e) = upstream.send(message).await {
+                                    break upstream_failed(&e);
                                 }
                                 continue;
                             }
@@ -174,7 +193,8 @@ pub async fn serve(on_upgrade: OnUpgrade, mut upstream: UpstreamSocket, ctx: Rel
                     }
                 }
                 frame = upstream.next() => match frame {
-                    None | Some(Err(_)) => break Ending::UpstreamLost,
+                    None => break Ending::UpstreamLost,
+                    Some(Err(e)) => break upstream_failed(&e),
                     Some(Ok(Message::Close(frame))) => break Ending::UpstreamClosed(frame),
                     // The service's pings go on to the client so a dead client
                     // stops answering and hits the idle timeout.
@@ -191,7 +211,7 @@ pub async fn serve(on_upgrade: OnUpgrade, mut upstream: UpstreamSocket, ctx: Rel
             }
         }
     };
-    Box::pin(finish(ending, &mut client, &mut upstream, user)).await;
+    Box::pin(finish(ending, &mut client, &mut upstream, user, &ctx.node)).await;
     metrics::gauge!("gateway_connections").decrement(1.0);
     drop(ctx);
 }
@@ -248,8 +268,12 @@ async fn forward_burst(
                 break;
             }
             Some(Some(Ok(_))) => {}
-            Some(None | Some(Err(_))) => {
+            Some(None) => {
                 ending = Some(Ending::UpstreamLost);
+                break;
+            }
+            Some(Some(Err(e))) => {
+                ending = Some(upstream_failed(&e));
                 break;
             }
         }
@@ -263,6 +287,7 @@ async fn finish(
     client: &mut ClientSocket,
     upstream: &mut UpstreamSocket,
     user: &str,
+    node: &NodeLease,
 ) {
     let going_away = || close(CloseCode::Away, "going away");
     match ending {
@@ -334,26 +359,50 @@ async fn finish(
         }
         Ending::UpstreamClosed(frame) => {
             let _ = upstream.flush().await;
+            if frame.as_ref().is_some_and(|f| node_restarting(f.code)) {
+                // Before the client hears it, so its reconnect goes elsewhere.
+                node.node()
+                    .mark_unhealthy("it is shutting down or restarting (1001/1012)");
+            }
             close_client(client, Message::Close(frame.map(client_facing))).await;
         }
         Ending::UpstreamLost => {
-            tracing::warn!(user = ?user, side = "upstream", "chat service connection lost");
+            tracing::warn!(user = ?user, node = %node.node().label(), side = "upstream", "chat service connection lost");
             metrics::counter!("gateway_upstream_errors_total", "kind" => "lost").increment(1);
-            close_client(client, close(CloseCode::Error, "upstream unavailable")).await;
+            node.node()
+                .mark_unhealthy("a relayed socket dropped without a close frame");
+            close_client(client, service_restarting()).await;
+        }
+        Ending::UpstreamBroken => {
+            tracing::error!(user = ?user, node = %node.node().label(), side = "upstream", "chat service broke the WebSocket protocol");
+            metrics::counter!("gateway_upstream_errors_total", "kind" => "protocol").increment(1);
+            close_client(client, close(CloseCode::Error, "upstream protocol error")).await;
         }
     }
 }
 
-/// The service going away (shutdown, restart) is a restart from the client's
-/// point of view: reconnecting soon will work.
+fn node_restarting(code: CloseCode) -> bool {
+    matches!(code, CloseCode::Away | CloseCode::Restart)
+}
+
+/// A node going away (shutdown, restart, a crash, a lost network) is a
+/// restart from the client's point of view: reconnecting soon lands on a
+/// node that is up.
 fn client_facing(frame: CloseFrame) -> CloseFrame {
-    match frame.code {
-        CloseCode::Away | CloseCode::Restart => CloseFrame {
+    if node_restarting(frame.code) {
+        CloseFrame {
             code: CloseCode::Restart,
-            reason: "service restarting".into(),
-        },
-        _ => frame,
+            reason: SERVICE_RESTARTING.into(),
+        }
+    } else {
+        frame
     }
+}
+
+const SERVICE_RESTARTING: &str = "service restarting, reconnect";
+
+fn service_restarting() -> Message {
+    close(CloseCode::Restart, SERVICE_RESTARTING)
 }
 
 fn close(code: CloseCode, reason: &'static str) -> Message {

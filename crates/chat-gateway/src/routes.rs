@@ -77,6 +77,7 @@ async fn chat_ws(
     let Some(slot) = gateway
         .user_connections
         .try_acquire(&identity.user_id, limits.max_connections_per_user)
+        .await
     else {
         reject_metric("user_cap");
         return Err(Rejection::TooManyUserConnections);
@@ -86,14 +87,16 @@ async fn chat_ws(
         .remove::<OnUpgrade>()
         .ok_or(Rejection::NotWebSocket)?;
 
-    let upstream = gateway.upstream.connect(&identity).await.map_err(|e| {
-        tracing::warn!(user = ?identity.user_id, side = "upstream", error = %e, "cannot open chat service socket");
-        metrics::counter!("gateway_upstream_errors_total", "kind" => e.kind()).increment(1);
-        Rejection::Upstream(e)
-    })?;
+    // Each failed node is logged and counted there.
+    let (upstream, node) = gateway
+        .upstream
+        .connect(&identity)
+        .await
+        .map_err(Rejection::Upstream)?;
 
     let context = RelayContext {
         connection,
+        node,
         expires_at: identity
             .expires_at
             .saturating_add(gateway.config.jwt.leeway.as_secs()),

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use crate::admission::{ConnectLimiter, UserConnections};
 use crate::auth::TokenVerifier;
 use crate::config::{GatewayConfig, JwtKey};
+use crate::shared_count::SharedCount;
 use crate::upstream::Upstream;
 use crate::GatewayError;
 
@@ -42,40 +44,54 @@ impl Deref for Gateway {
 }
 
 impl Gateway {
+    /// With `REDIS_URL`, also the task keeping the shared counts: it ends
+    /// once the gateway and every socket it admitted are gone.
     pub fn new(
         config: GatewayConfig,
         shutdown: watch::Receiver<bool>,
         relays_alive: mpsc::Sender<()>,
-    ) -> Result<Gateway, GatewayError> {
+    ) -> Result<(Gateway, Option<JoinHandle<()>>), GatewayError> {
         if config.dev_login && !matches!(config.jwt.key, JwtKey::Secret(_)) {
             return Err(GatewayError::Config(
                 "dev login needs an HS256 secret; it is never enabled with a public key".into(),
             ));
         }
+        // First: the node gauges made below register with this recorder.
+        let metrics = config
+            .metrics
+            .clone()
+            .unwrap_or_else(crate::metrics::global_handle);
         crate::metrics::describe();
         let limits = &config.limits;
         let frame_quota = Quota::per_second(limits.frames_per_sec).allow_burst(limits.frame_burst);
-        Ok(Gateway(Arc::new(Shared {
+        let upstream = Upstream::new(
+            config.service_urls.clone(),
+            &config.internal_api_key,
+            limits.upstream_connect_timeout,
+            &config.health,
+        )?;
+        let (shared_count, shared_count_task) = match &config.redis {
+            Some(redis) => {
+                let (count, task) = SharedCount::start(redis)?;
+                (Some(count), Some(task))
+            }
+            None => (None, None),
+        };
+        let gateway = Gateway(Arc::new(Shared {
             verifier: TokenVerifier::new(&config.jwt)?,
-            upstream: Upstream::new(
-                config.service_url.clone(),
-                &config.internal_api_key,
-                limits.upstream_connect_timeout,
-            )?,
+            upstream,
             connect_limiter: ConnectLimiter::new(limits),
             frame_limiter: RateLimiter::keyed(frame_quota),
             api_limiter: RateLimiter::keyed(
                 Quota::per_second(limits.api_requests_per_sec).allow_burst(limits.api_burst),
             ),
-            user_connections: Arc::default(),
-            metrics: config
-                .metrics
-                .clone()
-                .unwrap_or_else(crate::metrics::global_handle),
+            user_connections: Arc::new(UserConnections::new(shared_count)),
+            metrics,
             shutdown,
             relays_alive,
             config,
-        })))
+        }));
+        Ok((gateway, shared_count_task))
     }
 
     /// Forgets limiter state of idle keys so memory follows active users.

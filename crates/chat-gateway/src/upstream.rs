@@ -1,5 +1,6 @@
-//! The chat service as seen from the gateway: its address, the identity
-//! headers it trusts, the upstream WebSocket and the history endpoint.
+//! The chat service as seen from the gateway: its nodes' addresses, the
+//! identity headers it trusts, the upstream WebSocket (on a healthy node,
+//! the next one if that fails), the room endpoints and the health checks.
 
 use std::time::Duration;
 
@@ -14,6 +15,8 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::Identity;
+use crate::config::HealthCheck;
+use crate::nodes::{Node, NodeLease, Nodes};
 use crate::GatewayError;
 
 /// What `/chat/api/rooms/{roomId}/...` may ask the service for, the same
@@ -85,6 +88,30 @@ impl ServiceUrl {
         })
     }
 
+    /// A comma-separated list of nodes (one is a list too); empty entries
+    /// are ignored, a node listed twice is refused.
+    pub fn parse_list(text: &str) -> Result<Vec<ServiceUrl>, GatewayError> {
+        let mut urls: Vec<ServiceUrl> = Vec::new();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let url = ServiceUrl::parse(entry)?;
+            if urls
+                .iter()
+                .any(|known| known.to_string() == url.to_string())
+            {
+                return Err(GatewayError::Config(format!(
+                    "CHAT_SERVICE_URL lists {url} twice"
+                )));
+            }
+            urls.push(url);
+        }
+        if urls.is_empty() {
+            return Err(GatewayError::Config(
+                "CHAT_SERVICE_URL names no service, e.g. http://localhost:3002".into(),
+            ));
+        }
+        Ok(urls)
+    }
+
     fn authority(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
@@ -95,6 +122,12 @@ impl ServiceUrl {
 
     fn http_url(&self, path: &str) -> String {
         format!("http://{}{}{}", self.authority(), self.base_path, path)
+    }
+}
+
+impl std::fmt::Display for ServiceUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}{}", self.authority(), self.base_path)
     }
 }
 
@@ -122,14 +155,27 @@ impl UpstreamError {
             UpstreamError::Http(_) => "http",
         }
     }
+
+    /// Whether the node could not be reached at all. A node that answers,
+    /// even with a refusal (at its connection cap, say), is up.
+    fn node_is_down(&self) -> bool {
+        match self {
+            UpstreamError::Unreachable(_)
+            | UpstreamError::Timeout
+            | UpstreamError::Handshake(_) => true,
+            UpstreamError::Refused(_) => false,
+            UpstreamError::Http(e) => e.is_connect(),
+        }
+    }
 }
 
 /// Talks to the service on behalf of authenticated users.
 pub struct Upstream {
-    url: ServiceUrl,
+    nodes: Nodes,
     internal_api_key: HeaderValue,
     http: reqwest::Client,
     connect_timeout: Duration,
+    health_timeout: Duration,
 }
 
 /// Frames from the service are trusted and may be large (history pages);
@@ -144,10 +190,16 @@ pub fn upstream_ws_config() -> WebSocketConfig {
 
 impl Upstream {
     pub fn new(
-        url: ServiceUrl,
+        urls: Vec<ServiceUrl>,
         internal_api_key: &str,
         connect_timeout: Duration,
+        health: &HealthCheck,
     ) -> Result<Upstream, GatewayError> {
+        if urls.is_empty() {
+            return Err(GatewayError::Config(
+                "no chat service node configured".into(),
+            ));
+        }
         let mut internal_api_key = HeaderValue::from_str(internal_api_key)
             .map_err(|_| GatewayError::Config("INTERNAL_API_KEY must be printable ASCII".into()))?;
         internal_api_key.set_sensitive(true);
@@ -157,10 +209,11 @@ impl Upstream {
             .build()
             .map_err(|e| GatewayError::Config(format!("cannot build HTTP client: {e}")))?;
         Ok(Upstream {
-            url,
+            nodes: Nodes::new(urls, health.unhealthy_after),
             internal_api_key,
             http,
             connect_timeout,
+            health_timeout: health.timeout,
         })
     }
 
@@ -186,16 +239,53 @@ impl Upstream {
         headers
     }
 
-    /// Opens the service's `/ws` for this user; done before the client gets
-    /// its 101 so an unreachable service is an honest 502.
-    pub async fn connect(&self, identity: &Identity) -> Result<UpstreamSocket, UpstreamError> {
+    /// Opens the service's `/ws` for this user on the node with the fewest
+    /// sockets, the next one if that fails; done before the client gets its
+    /// 101 so that no node being reachable is an honest 502 (the last
+    /// node's error).
+    pub async fn connect(
+        &self,
+        identity: &Identity,
+    ) -> Result<(UpstreamSocket, NodeLease), UpstreamError> {
+        let mut tried = Vec::new();
+        let mut last_error = None;
+        while let Some(lease) = self.nodes.lease(&tried) {
+            tried.push(lease.index());
+            let node = lease.node();
+            match self.connect_node(&node.url, identity).await {
+                Ok(socket) => return Ok((socket, lease)),
+                Err(e) => {
+                    tracing::warn!(
+                        user = ?identity.user_id,
+                        node = %node.label(),
+                        side = "upstream",
+                        error = %e,
+                        "cannot open chat service socket"
+                    );
+                    metrics::counter!("gateway_upstream_errors_total", "kind" => e.kind())
+                        .increment(1);
+                    if e.node_is_down() {
+                        node.mark_unhealthy(&e.to_string());
+                    }
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error.expect("Upstream::new refuses an empty node list"))
+    }
+
+    async fn connect_node(
+        &self,
+        url: &ServiceUrl,
+        identity: &Identity,
+    ) -> Result<UpstreamSocket, UpstreamError> {
         let connecting = async {
-            let tcp = TcpStream::connect((self.url.host.as_str(), self.url.port))
+            let tcp = TcpStream::connect((url.host.as_str(), url.port))
                 .await
                 .map_err(UpstreamError::Unreachable)?;
             // Chat frames are small and latency-sensitive.
             let _ = tcp.set_nodelay(true);
-            self.handshake(tcp, identity).await
+            self.handshake(url, tcp, identity).await
         };
         tokio::time::timeout(self.connect_timeout, connecting)
             .await
@@ -207,6 +297,7 @@ impl Upstream {
     /// socket's read buffer for the whole connection.
     async fn handshake(
         &self,
+        url: &ServiceUrl,
         mut tcp: TcpStream,
         identity: &Identity,
     ) -> Result<UpstreamSocket, UpstreamError> {
@@ -214,8 +305,8 @@ impl Upstream {
         let mut request = format!(
             "GET {}/ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n",
-            self.url.base_path,
-            self.url.authority()
+            url.base_path,
+            url.authority()
         );
         for (name, value) in self.identity_headers(identity) {
             let value = value.to_str().expect("identity headers are ASCII");
@@ -269,7 +360,9 @@ impl Upstream {
         })
     }
 
-    /// `GET /api/rooms/{roomId}/messages` on the service for this user.
+    /// `GET /api/rooms/{roomId}/messages` (or `receipts`) for this user on
+    /// a healthy node; these are stateless reads, so a node that cannot be
+    /// reached is marked and the next one asked.
     pub async fn room_api(
         &self,
         identity: &Identity,
@@ -277,16 +370,43 @@ impl Upstream {
         resource: RoomResource,
         query: Option<&str>,
     ) -> Result<(StatusCode, bytes::Bytes), UpstreamError> {
-        let mut url = self.url.http_url(&format!(
-            "/api/rooms/{}/{}",
-            percent_encode(room_id),
-            resource.path()
-        ));
+        let mut path = format!("/api/rooms/{}/{}", percent_encode(room_id), resource.path());
         if let Some(query) = query.filter(|q| !q.is_empty()) {
-            url.push('?');
-            url.push_str(query);
+            path.push('?');
+            path.push_str(query);
         }
-        let mut request = self.http.get(url);
+        let mut tried = Vec::new();
+        loop {
+            let (index, node) = self
+                .nodes
+                .any(&tried)
+                .expect("Upstream::new refuses an empty node list");
+            tried.push(index);
+            match self.room_api_on(node, identity, &path).await {
+                Err(e) if e.node_is_down() && tried.len() < self.nodes.len() => {
+                    tracing::warn!(node = %node.label(), side = "upstream", error = %e, "room API request failed; trying another node");
+                    metrics::counter!("gateway_upstream_errors_total", "kind" => e.kind())
+                        .increment(1);
+                    node.mark_unhealthy(&e.to_string());
+                }
+                Err(e) => {
+                    if e.node_is_down() {
+                        node.mark_unhealthy(&e.to_string());
+                    }
+                    return Err(e);
+                }
+                Ok(answer) => return Ok(answer),
+            }
+        }
+    }
+
+    async fn room_api_on(
+        &self,
+        node: &Node,
+        identity: &Identity,
+        path: &str,
+    ) -> Result<(StatusCode, bytes::Bytes), UpstreamError> {
+        let mut request = self.http.get(node.url.http_url(path));
         for (name, value) in self.identity_headers(identity) {
             request = request.header(name, value);
         }
@@ -294,6 +414,46 @@ impl Upstream {
         let status = response.status();
         let body = response.bytes().await.map_err(UpstreamError::Http)?;
         Ok((status, body))
+    }
+
+    /// One round of health checks, every node at once.
+    pub async fn check_health(&self) {
+        let checks = self.nodes.iter().map(|node| async move {
+            match self.check_node(node).await {
+                Ok(()) => node.check_passed(),
+                Err(reason) => node.check_failed(&reason),
+            }
+        });
+        futures_util::future::join_all(checks).await;
+    }
+
+    async fn check_node(&self, node: &Node) -> Result<(), String> {
+        let response = self
+            .http
+            .get(node.url.http_url("/healthz"))
+            .timeout(self.health_timeout)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    return format!("no answer within {:?}", self.health_timeout);
+                }
+                // The innermost cause says what happened ("Connection refused").
+                let mut innermost = None;
+                let mut cause = std::error::Error::source(&e);
+                while let Some(next) = cause {
+                    innermost = Some(next);
+                    cause = next.source();
+                }
+                match innermost {
+                    Some(cause) => format!("{e}: {cause}"),
+                    None => e.to_string(),
+                }
+            })?;
+        match response.status() {
+            status if status.is_success() => Ok(()),
+            status => Err(format!("/healthz answered {status}")),
+        }
     }
 }
 
@@ -316,5 +476,17 @@ mod tests {
         assert_eq!(url.http_url("/ws"), "http://[::1]:9/chat/ws");
         assert!(ServiceUrl::parse("https://svc").is_err());
         assert!(ServiceUrl::parse("localhost:3002").is_err());
+    }
+
+    #[test]
+    fn service_url_lists() {
+        let one = ServiceUrl::parse_list("http://a:1").unwrap();
+        assert_eq!(one.len(), 1);
+        let nodes = ServiceUrl::parse_list(" http://a:1, http://b:2/ ,,http://[::1]:3").unwrap();
+        let shown: Vec<String> = nodes.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["http://a:1", "http://b:2", "http://[::1]:3"]);
+        assert!(ServiceUrl::parse_list("http://a:1,http://a:1/").is_err());
+        assert!(ServiceUrl::parse_list(" , ").is_err());
+        assert!(ServiceUrl::parse_list("http://a:1,https://b").is_err());
     }
 }

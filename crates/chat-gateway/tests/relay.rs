@@ -132,8 +132,10 @@ async fn service_shutdown_reaches_clients_as_1012() {
     assert_eq!(close_code(&mut ws).await, 1012);
 }
 
+/// A node that dies is a node to come back from: reconnecting lands on
+/// one that is up (1011 is kept for a service that breaks the protocol).
 #[test]
-fn service_crash_reaches_clients_as_1011() {
+fn service_crash_reaches_clients_as_1012() {
     // The service gets its own runtime so it can die without closing anything.
     let service_runtime = tokio::runtime::Runtime::new().unwrap();
     let service = service_runtime.block_on(start_service());
@@ -144,8 +146,57 @@ fn service_crash_reaches_clients_as_1011() {
         join(&mut ws, "r").await;
         std::mem::forget(service);
         service_runtime.shutdown_background();
-        assert_eq!(close_code(&mut ws).await, 1011);
+        assert_eq!(close_code(&mut ws).await, 1012);
     });
+}
+
+/// A "service" that completes the handshake and then sends what is not
+/// WebSocket: a fault to report, not a restart to come back from.
+#[tokio::test]
+async fn a_service_breaking_the_protocol_closes_with_1011() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let key = head.lines().find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("sec-websocket-key")
+                        .then(|| value.trim().to_owned())
+                });
+                let Some(key) = key else {
+                    // The health check.
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                };
+                let accept =
+                    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+                let answer = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
+                     Upgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+                // FIN, reserved bits set, opcode 15: no such frame exists.
+                let _ = stream.write_all(&[0xff, 0x00]).await;
+                let _ = stream.read(&mut chunk).await;
+            });
+        }
+    });
+    let gateway = start_gateway(gateway_config(addr)).await;
+    let mut ws = connect_as(gateway.addr, "a").await;
+    assert_eq!(close_code(&mut ws).await, 1011);
 }
 
 #[tokio::test]

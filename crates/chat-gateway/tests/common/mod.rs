@@ -1,10 +1,11 @@
 //! Real chat service + real gateway on 127.0.0.1 port 0, tokens minted here.
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chat_gateway::{GatewayConfig, JwtConfig, ServiceUrl};
+use chat_gateway::{GatewayConfig, HealthCheck, JwtConfig, ServiceUrl};
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -15,6 +16,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub mod redis_server;
 
 pub const KEY: &str = "test-internal-key";
 pub const SECRET: &str = "test-secret-for-hs256-of-32-bytes";
@@ -62,6 +65,15 @@ where
     E: std::fmt::Debug,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    spawn_server_on(listener, run)
+}
+
+fn spawn_server_on<F, Fut, E>(listener: TcpListener, run: F) -> Running
+where
+    F: FnOnce(TcpListener, oneshot::Receiver<()>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Debug,
+{
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = run(listener, stopped);
@@ -76,19 +88,45 @@ where
 }
 
 pub async fn start_service() -> Running {
+    start_service_with(chat_service::Config::new(KEY)).await
+}
+
+pub async fn start_service_with(config: chat_service::Config) -> Running {
     spawn_server(|listener, stopped| {
-        chat_service::run(listener, chat_service::Config::new(KEY), async {
+        chat_service::run(listener, config, async {
             let _ = stopped.await;
         })
     })
     .await
 }
 
+/// A service on the address another one had (a node coming back): the
+/// port may take a moment to be free again.
+pub async fn start_service_on(addr: SocketAddr) -> Running {
+    let listener = eventually("the node's port to be free again", WAIT, || async {
+        TcpListener::bind(addr).await.ok()
+    })
+    .await;
+    spawn_server_on(listener, |listener, stopped| {
+        chat_service::run(listener, chat_service::Config::new(KEY), async {
+            let _ = stopped.await;
+        })
+    })
+}
+
 pub fn gateway_config(service: SocketAddr) -> GatewayConfig {
-    let url = ServiceUrl::parse(&format!("http://{service}")).unwrap();
+    gateway_config_for(&[service])
+}
+
+/// A gateway in front of several service nodes.
+pub fn gateway_config_for(services: &[SocketAddr]) -> GatewayConfig {
+    let urls = services
+        .iter()
+        .map(|service| ServiceUrl::parse(&format!("http://{service}")).unwrap())
+        .collect();
     let mut jwt = JwtConfig::hs256(SECRET);
     jwt.leeway = Duration::ZERO;
-    let mut config = GatewayConfig::new(url, KEY, jwt);
+    let mut config = GatewayConfig::new(urls, KEY, jwt);
     // Most tests open many sockets from one address; limit tests lower these.
     config.limits.connect_burst = 1000.try_into().unwrap();
     config.limits.max_connections_per_user = 1000;
@@ -113,10 +151,93 @@ pub async fn start_pair() -> (Running, Running) {
     (service, gateway)
 }
 
+/// Health checks quick enough for a test to wait on.
+pub fn quick_health_checks(config: &mut GatewayConfig) {
+    config.health = HealthCheck {
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(300),
+        unhealthy_after: 2,
+    };
+}
+
 /// What the process's metrics listener would serve (the binaries put it on
 /// a loopback port of its own; tests read the recorder directly).
 pub fn metrics_text() -> String {
     chat_service::install_metrics_recorder().render()
+}
+
+/// A metric's value for one service node (`node="http://ADDR"`).
+pub fn node_metric(name: &str, node: SocketAddr) -> Option<f64> {
+    let prefix = format!("{name}{{node=\"http://{node}\"}} ");
+    metrics_text()
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+}
+
+/// A metric without labels.
+pub fn metric(name: &str) -> Option<f64> {
+    let prefix = format!("{name} ");
+    metrics_text()
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+}
+
+/// Polls `check` until it gives a value; panics naming `what` after `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {within:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The service's `/stats` (`{connectedUsers, connections, rooms}`).
+pub async fn service_stats(service: SocketAddr) -> Value {
+    reqwest::Client::new()
+        .get(format!("http://{service}/stats"))
+        .header("x-internal-api-key", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Each service's open connections, in order.
+pub async fn connections_per_node(services: &[SocketAddr]) -> Vec<u64> {
+    let mut counts = Vec::new();
+    for service in services {
+        counts.push(
+            service_stats(*service).await["connections"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    counts
+}
+
+/// Waits until the services hold exactly these connection counts.
+pub async fn wait_for_connections(services: &[SocketAddr], expected: &[u64]) {
+    eventually(
+        &format!("connections per node to be {expected:?}"),
+        WAIT,
+        || async {
+            let counts = connections_per_node(services).await;
+            (counts == expected).then_some(())
+        },
+    )
+    .await;
 }
 
 pub fn now() -> u64 {
