@@ -12,6 +12,7 @@ use image::metadata::Orientation;
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 use img_parts::jpeg::{markers, Jpeg};
 use img_parts::png::Png;
+use img_parts::riff::{RiffChunk, RiffContent};
 use img_parts::webp::WebP;
 use img_parts::ImageEXIF;
 
@@ -184,9 +185,7 @@ pub(crate) fn strip_metadata(
     };
     match format {
         ImageFormat::Jpeg => {
-            let primary = primary_image(original);
-            let cut_trailing_images = primary.len() < original.len();
-            let mut jpeg = Jpeg::from_bytes(primary).map_err(unreadable)?;
+            let mut jpeg = Jpeg::from_bytes(primary_image(original)).map_err(unreadable)?;
             let orientation = orientation_of(jpeg.exif());
             jpeg.set_exif(None);
             jpeg.segments_mut().retain(|segment| {
@@ -198,7 +197,7 @@ pub(crate) fn strip_metadata(
                 !(marker == markers::APP1
                     || marker == markers::APP13
                     || marker == markers::COM
-                    || (mpf && cut_trailing_images))
+                    || mpf)
             });
             jpeg.set_exif(kept_exif(orientation));
             Ok((jpeg.encoder().bytes(), orientation))
@@ -219,11 +218,29 @@ pub(crate) fn strip_metadata(
             let mut webp = WebP::from_bytes(original.clone()).map_err(unreadable)?;
             let orientation = orientation_of(webp.exif());
             webp.remove_chunks_by_id(img_parts::webp::CHUNK_XMP);
-            // Also rewrites the VP8X flags to match the chunks left.
             webp.set_exif(kept_exif(orientation));
+            clear_vp8x_xmp_flag(&mut webp);
             Ok((webp.encoder().bytes(), orientation))
         }
         _ => Ok((original.clone(), Orientation::NoTransforms)),
+    }
+}
+
+/// `img-parts` brings the VP8X header's ICC and EXIF flags in line with
+/// the chunks, not its XMP flag; decoders look for the XMP chunk it
+/// announces and fail when it is gone.
+fn clear_vp8x_xmp_flag(webp: &mut WebP) {
+    const XMP_FLAG: u8 = 0b0000_0100;
+    let vp8x = webp
+        .chunks_mut()
+        .iter_mut()
+        .find(|chunk| chunk.id() == img_parts::webp::CHUNK_VP8X);
+    if let Some(RiffContent::Data(data)) = vp8x.map(RiffChunk::content_mut) {
+        if data.first().is_some_and(|flags| flags & XMP_FLAG != 0) {
+            let mut cleared = data.to_vec();
+            cleared[0] &= !XMP_FLAG;
+            *data = cleared.into();
+        }
     }
 }
 
