@@ -405,11 +405,7 @@ impl FileStore {
                 let mut file = tokio::fs::File::open(&staged).await?;
                 let mut writer = BufWriter::with_capacity(store.clone(), location, S3_PART_BYTES)
                     .with_max_concurrency(S3_PARTS_IN_FLIGHT);
-                let copied = async {
-                    tokio::io::copy(&mut file, &mut writer).await?;
-                    writer.shutdown().await
-                }
-                .await;
+                let copied = tokio::io::copy(&mut file, &mut writer).await;
                 drop(file);
                 discard(staged).await;
                 if let Err(error) = copied {
@@ -417,6 +413,7 @@ impl FileStore {
                     let _ = writer.abort().await;
                     return Err(FileError::store(error));
                 }
+                writer.shutdown().await.map_err(FileError::store)?;
                 Ok(true)
             }
         }

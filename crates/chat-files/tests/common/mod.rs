@@ -236,3 +236,158 @@ pub fn encode(image: &DynamicImage, format: ImageFormat) -> Vec<u8> {
 
 /// The smallest PDF readers open.
 pub const PDF: &[u8] = b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n";
+
+pub async fn collect(stream: chat_files::ByteStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stream = stream;
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    out
+}
+
+/// Uploads one file (8 KiB chunks, with its Content-Length).
+pub async fn upload_to(
+    uploader: &Uploader,
+    name: &str,
+    content_type: &str,
+    bytes: &[u8],
+) -> chat_files::StoredFile {
+    let body = multipart(&[Part::file(name, content_type, bytes)]);
+    let length = body.len() as u64;
+    uploader
+        .ingest(&headers(Some(length)), chunked(body, 8 * 1024))
+        .await
+        .unwrap()
+}
+
+/// What every store must do, whatever is behind it: store, read whole and
+/// by range (as a download would), store the same bytes once, thumbnails,
+/// large files, delete. `uploader` allows files of at least 7 MiB.
+pub async fn exercise_store(uploader: &Uploader) {
+    use chat_files::{plan_download, Blob, BodyPlan, ContentHash, Download, FileError};
+
+    let store = uploader.store();
+    let text: Vec<u8> = (0..20_000)
+        .flat_map(|i| format!("line {i}\n").into_bytes())
+        .collect();
+    let stored = upload_to(uploader, "log.txt", "text/plain", &text).await;
+    let blob = Blob::Original(stored.sha256);
+    assert_eq!(stored.sha256, ContentHash::of(&text));
+    assert!(stored.newly_stored);
+    assert!(store.contains(blob).await.unwrap());
+    assert_eq!(store.size(blob).await.unwrap(), text.len() as u64);
+    assert_eq!(collect(store.read(blob).await.unwrap()).await, text);
+    assert_eq!(
+        collect(store.read_range(blob, 10..20).await.unwrap()).await,
+        &text[10..20]
+    );
+    let tail = text.len() as u64 - 5..text.len() as u64;
+    assert_eq!(
+        collect(store.read_range(blob, tail).await.unwrap()).await,
+        &text[text.len() - 5..]
+    );
+    assert!(collect(store.read_range(blob, 7..7).await.unwrap())
+        .await
+        .is_empty());
+
+    // A download of a range, the way the HTTP layer serves it.
+    let download = Download::original(
+        stored.sha256,
+        stored.size,
+        &stored.content_type,
+        &stored.name,
+    );
+    let mut request = HeaderMap::new();
+    request.insert(
+        http::header::RANGE,
+        HeaderValue::from_static("bytes=100-199"),
+    );
+    let plan = plan_download(&download, &request, chat_files::DEFAULT_MAX_AGE);
+    assert_eq!(plan.status, http::StatusCode::PARTIAL_CONTENT);
+    assert_eq!(plan.body, BodyPlan::Range(100..200));
+    let stream = store.body(blob, &plan.body).await.unwrap().unwrap();
+    let body = axum::body::Body::from_stream(stream);
+    let served = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    assert_eq!(&served[..], &text[100..200]);
+    let not_modified = {
+        let mut request = HeaderMap::new();
+        request.insert(
+            http::header::IF_NONE_MATCH,
+            plan.headers[http::header::ETAG].clone(),
+        );
+        plan_download(&download, &request, chat_files::DEFAULT_MAX_AGE)
+    };
+    assert_eq!(not_modified.status, http::StatusCode::NOT_MODIFIED);
+    assert!(store
+        .body(blob, &not_modified.body)
+        .await
+        .unwrap()
+        .is_none());
+
+    // The same bytes again: stored once.
+    let again = upload_to(uploader, "copy.txt", "text/plain", &text).await;
+    assert_eq!((again.sha256, again.newly_stored), (stored.sha256, false));
+
+    // An image and its thumbnail.
+    let png = encode(&picture(640, 480), ImageFormat::Png);
+    let image = upload_to(uploader, "p.png", "image/png", &png).await;
+    let thumbnail = image.thumbnail.expect("a thumbnail");
+    let thumbnail_blob = Blob::Thumbnail(image.sha256);
+    assert_eq!(store.size(thumbnail_blob).await.unwrap(), thumbnail.size);
+    let jpeg = collect(store.read(thumbnail_blob).await.unwrap()).await;
+    let decoded = image::load_from_memory_with_format(&jpeg, ImageFormat::Jpeg).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (320, 240));
+    let image_again = upload_to(uploader, "p2.png", "image/png", &png).await;
+    assert_eq!(image_again.thumbnail, image.thumbnail);
+    assert!(!image_again.newly_stored);
+
+    // Larger than one S3 part: a multipart upload there.
+    let large: Vec<u8> = (0..7 * 1024 * 1024u32)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
+    let big = upload_to(uploader, "big.txt", "text/plain", &large).await;
+    assert_eq!(big.size, large.len() as u64);
+    let read = collect(store.read(Blob::Original(big.sha256)).await.unwrap()).await;
+    assert!(read == large, "the large file came back different");
+
+    // Delete: both blobs of the image go; deleting again is fine.
+    store.delete(&image.sha256).await.unwrap();
+    assert!(!store.contains(Blob::Original(image.sha256)).await.unwrap());
+    assert!(!store.contains(thumbnail_blob).await.unwrap());
+    assert!(matches!(
+        store.read(thumbnail_blob).await,
+        Err(FileError::NotFound)
+    ));
+    assert!(matches!(
+        store.size(Blob::Original(image.sha256)).await,
+        Err(FileError::NotFound)
+    ));
+    store.delete(&image.sha256).await.unwrap();
+    store.delete(&stored.sha256).await.unwrap();
+    store.delete(&big.sha256).await.unwrap();
+    assert!(matches!(store.read(blob).await, Err(FileError::NotFound)));
+    assert!(matches!(
+        store.read_to_bytes(blob).await,
+        Err(FileError::NotFound)
+    ));
+    let missing = store
+        .read(Blob::Original(ContentHash::of(b"never stored")))
+        .await;
+    assert_eq!(
+        missing.err().map(|e| e.status()),
+        Some(http::StatusCode::NOT_FOUND)
+    );
+
+    // After a delete the same bytes are simply stored anew.
+    let back = upload_to(uploader, "log.txt", "text/plain", &text).await;
+    assert!(back.newly_stored);
+    store.delete(&back.sha256).await.unwrap();
+}
+
+pub fn large_file_config() -> UploadConfig {
+    UploadConfig {
+        max_upload_bytes: 8 * 1024 * 1024,
+        ..UploadConfig::default()
+    }
+}
