@@ -304,8 +304,6 @@ impl Uploader {
         } = staged;
         let max_pixels = self.config.max_image_pixels;
         let max_side = self.config.thumbnail_max_side;
-        // Bounds the memory decoding takes across concurrent uploads.
-        let permit = self.decodes.acquire().await.map_err(FileError::store)?;
         let original = Bytes::from(tokio::fs::read(&temp).await?);
         let image =
             blocking(move || imaging::prepare(original, sha256, format, max_pixels)).await?;
@@ -319,11 +317,14 @@ impl Uploader {
             };
             (image, thumbnail)
         } else {
+            // Bounds the memory decoding takes across concurrent uploads.
+            let permit = self.decodes.acquire().await.map_err(FileError::store)?;
             let (image, encoded) = blocking(move || {
                 let encoded = imaging::thumbnail(&image, max_side)?;
                 Ok((image, encoded))
             })
             .await?;
+            drop(permit);
             let thumbnail = StoredThumbnail {
                 dimensions: Dimensions {
                     width: encoded.width,
@@ -334,7 +335,6 @@ impl Uploader {
             self.store.put_bytes(thumbnail_blob, encoded.bytes).await?;
             (image, thumbnail)
         };
-        drop(permit);
         let PreparedImage {
             bytes,
             sha256,

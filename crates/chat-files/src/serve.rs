@@ -2,6 +2,7 @@
 //! request asks, as pure functions; the body comes from
 //! [`FileStore::body`].
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -47,7 +48,8 @@ impl<'a> Download<'a> {
     }
 
     /// The thumbnail of an image (always a JPEG); `size` is
-    /// [`crate::StoredThumbnail::size`].
+    /// [`crate::StoredThumbnail::size`], `name` the original's (it is saved
+    /// as `cat.jpg` for `cat.png`).
     pub fn thumbnail(sha256: ContentHash, size: u64, name: &'a str) -> Self {
         Download {
             blob: Blob::Thumbnail(sha256),
@@ -148,9 +150,13 @@ pub fn plan_download(
     };
 
     headers.insert(CONTENT_TYPE, content_type_value(download.content_type));
+    let name = match download.blob {
+        Blob::Original(_) => Cow::Borrowed(download.name),
+        Blob::Thumbnail(_) => Cow::Owned(thumbnail_name(download.name)),
+    };
     headers.insert(
         CONTENT_DISPOSITION,
-        content_disposition(download.content_type, download.name),
+        content_disposition(download.content_type, &name),
     );
     let status = match &body {
         BodyPlan::Range(range) => {
@@ -189,6 +195,14 @@ fn etag_text(blob: Blob) -> String {
         Blob::Original(hash) => format!("\"{hash}\""),
         Blob::Thumbnail(hash) => format!("\"{hash}.thumb\""),
     }
+}
+
+fn thumbnail_name(original: &str) -> String {
+    let stem = match original.rsplit_once('.') {
+        Some((stem, _)) if !stem.is_empty() => stem,
+        _ => original,
+    };
+    format!("{stem}.jpg")
 }
 
 /// Whether a type is shown in the page rather than saved: raster images.
@@ -323,6 +337,10 @@ mod tests {
             .starts_with("attachment;"));
         let thumbnail = plan(&Download::thumbnail(hash(), 10, "cat.png"), &[]);
         assert_eq!(header(&thumbnail, "content-type"), Some("image/jpeg"));
+        assert_eq!(
+            header(&thumbnail, "content-disposition"),
+            Some("inline; filename=\"cat.jpg\"; filename*=UTF-8''cat.jpg")
+        );
         assert_eq!(
             header(&thumbnail, "etag"),
             Some(format!("\"{}.thumb\"", hash()).as_str())

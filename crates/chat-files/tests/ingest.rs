@@ -441,3 +441,21 @@ async fn concurrent_uploads_of_the_same_bytes_are_safe() {
     assert_eq!(&read[..], text.as_bytes());
     assert_eq!(store.staged_files(), 0);
 }
+
+#[tokio::test]
+async fn uploads_and_downloads_run_on_spawned_tasks() {
+    // What an axum handler needs: Send futures over 'static streams.
+    let store = TempStore::new(UploadConfig::default()).await;
+    let uploader = store.uploader.clone();
+    let body = multipart(&[Part::file("a.txt", "text/plain", b"spawned")]);
+    let stored =
+        tokio::spawn(async move { uploader.ingest(&headers(None), chunked(body, 3)).await })
+            .await
+            .unwrap()
+            .unwrap();
+    let files = store.store().clone();
+    let read = tokio::spawn(async move {
+        collect(files.read(Blob::Original(stored.sha256)).await.unwrap()).await
+    });
+    assert_eq!(read.await.unwrap(), b"spawned");
+}
