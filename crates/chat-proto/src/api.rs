@@ -136,3 +136,78 @@ pub struct HistoryResponse {
     pub messages: Vec<ChatMessage>,
     pub has_more: bool,
 }
+
+/// Answer (201) of `POST /chat/api/rooms/{roomId}/files`: a stored file.
+/// `size` and `sha256` are those of the bytes as stored and served (for
+/// images, after their metadata was removed); `contentType` is the type
+/// found in the bytes. `width`, `height` and `thumbnailUrl` are there for
+/// images only.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileInfo {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail_url: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_info_json() {
+        let image = FileInfo {
+            id: "019a".into(),
+            name: "cat.png".into(),
+            size: 1234,
+            content_type: "image/png".into(),
+            sha256: "ab".repeat(32),
+            width: Some(640),
+            height: Some(480),
+            url: "/chat/api/files/019a".into(),
+            thumbnail_url: Some("/chat/api/files/019a/thumbnail".into()),
+        };
+        let json = serde_json::to_value(&image).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "id": "019a",
+                "name": "cat.png",
+                "size": 1234,
+                "contentType": "image/png",
+                "sha256": "ab".repeat(32),
+                "width": 640,
+                "height": 480,
+                "url": "/chat/api/files/019a",
+                "thumbnailUrl": "/chat/api/files/019a/thumbnail",
+            })
+        );
+        assert_eq!(serde_json::from_value::<FileInfo>(json).unwrap(), image);
+
+        let pdf = FileInfo {
+            content_type: "application/pdf".into(),
+            name: "report.pdf".into(),
+            width: None,
+            height: None,
+            thumbnail_url: None,
+            ..image
+        };
+        let text = serde_json::to_string(&pdf).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"id":"019a","name":"report.pdf","size":1234,"contentType":"application/pdf","sha256":"{}","url":"/chat/api/files/019a"}}"#,
+                "ab".repeat(32)
+            )
+        );
+    }
+}
