@@ -11,6 +11,7 @@
 //! - [`server`]: the events the server sends and their encoding.
 //! - [`error`]: machine-readable error codes and the protocol error type.
 //! - [`limits`]: the configurable bounds that validation enforces.
+//! - [`rate`]: which rate limit a client frame counts against.
 //! - [`time`]: timestamps in the format of JavaScript's `toISOString()`.
 //!
 //! Unknown fields in client data are ignored so that newer clients keep
@@ -21,10 +22,12 @@ pub mod api;
 pub mod client;
 pub mod error;
 pub mod limits;
+pub mod rate;
 pub mod server;
 pub mod time;
 
 pub use client::{parse_client_frame, ClientEvent, RoomId};
 pub use error::{ErrorCode, ProtoError};
 pub use limits::ProtoLimits;
+pub use rate::{rate_class, RateClass};
 pub use server::{ChatMessage, MessageKind, Receipt, ServerEvent};
