@@ -7,6 +7,10 @@
 //! -> upstream socket -> 101 and relay. The gateway never touches the store
 //! and never parses chat frames; the service trusts the identity headers it
 //! adds (`x-internal-api-key`, `x-user-id`, `x-username`, percent-encoded).
+//!
+//! For calls it hands out ICE servers (`/chat/api/rtc/ice-servers`, with
+//! time-limited TURN credentials), and counts signaling frames against a
+//! per-user limit of their own (`chat_proto::rate_class`).
 
 mod admission;
 mod auth;
@@ -15,6 +19,7 @@ mod metrics;
 mod rejection;
 mod relay;
 mod routes;
+mod rtc;
 mod state;
 #[cfg(test)]
 mod test_support;
@@ -34,6 +39,10 @@ pub use auth::{
 pub use config::{GatewayArgs, GatewayConfig, JwtConfig, JwtKey, Limits};
 pub use metrics::global_handle as metrics_handle;
 pub use rejection::Rejection;
+pub use rtc::{
+    turn_credentials, turn_username, IceConfig, TurnConfig, TurnCredentials, DEFAULT_TURN_TTL,
+    MIN_TURN_SECRET_BYTES,
+};
 pub use upstream::{percent_encode, ServiceUrl, UpstreamError};
 
 /// Everything between `SIGTERM` and `run` returning: clients get 1001 and
