@@ -1,6 +1,7 @@
 //! The relay: one task per connection, one `select!` over both sockets.
 //! Frames pass through as the same `Message` values (text stays the same
-//! `Utf8Bytes`): the gateway never parses or re-encodes chat JSON.
+//! `Utf8Bytes`): the gateway never re-encodes chat JSON, and reads none of
+//! it but what `chat_proto::rate_class` needs to pick a frame's limiter.
 
 use std::future::Future;
 use std::sync::LazyLock;
