@@ -6,8 +6,9 @@
 //! connect rate (per client IP) -> Origin -> authentication -> per-user cap
 //! -> upstream socket -> 101 and relay. The gateway never touches the store
 //! and never interprets chat frames (it only asks `chat_proto::rate_class`
-//! which limit a frame counts against); the service trusts the identity headers it
-//! adds (`x-internal-api-key`, `x-user-id`, `x-username`, percent-encoded).
+//! which limit a frame counts against); the service trusts the identity
+//! headers it adds (`x-internal-api-key`, `x-user-id`, `x-username`,
+//! percent-encoded).
 //!
 //! For calls it hands out ICE servers (`/chat/api/rtc/ice-servers`, with
 //! time-limited TURN credentials), and counts signaling frames against a
