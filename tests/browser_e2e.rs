@@ -1,5 +1,6 @@
 //! Runs the browser end-to-end suite in `tests/e2e` (node's test runner driving Debian's Chromium
-//! through playwright-core) against the `chat` binary cargo just built.
+//! through playwright-core) against the `chat` binary cargo just built; the calls tests also
+//! start Debian's coturn.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,14 @@ fn missing_prerequisites(e2e_dir: &Path) -> Vec<String> {
     }
     if Command::new("node").arg("--version").output().is_err() {
         missing.push("node (apt-get install nodejs)".to_owned());
+    }
+    // The calls suite relays through a real TURN server.
+    if Command::new("turnserver")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        missing.push("turnserver (apt-get install coturn)".to_owned());
     }
     missing
 }
@@ -53,7 +62,7 @@ fn wait_with_deadline(child: &mut Child, deadline: Duration) -> Option<std::proc
 }
 
 #[test]
-#[ignore = "needs Chromium and `npm ci --prefix tests/e2e`; run with --include-ignored"]
+#[ignore = "needs Chromium, coturn and `npm ci --prefix tests/e2e`; run with --include-ignored"]
 fn browser_end_to_end() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let e2e_dir = root.join("tests").join("e2e");

@@ -4,6 +4,7 @@ const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 const { chromium } = require('playwright-core');
+const { startCoturn } = require('./coturn');
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..');
 const CHAT_BIN = process.env.CHAT_BIN || path.join(REPO_ROOT, 'target', 'debug', 'chat');
@@ -18,10 +19,10 @@ const SERVICE_LINE = /chat-service listening on (http:\/\/127\.0\.0\.1:\d+)/;
 const GATEWAY_LINE = /chat-gateway listening on (http:\/\/[^\s]+:\d+)/;
 
 // Starts the all-in-one binary on free ports with dev login enabled (no JWT key in its env) and
-// resolves once both listening lines were printed.
+// resolves once both listening lines were printed. STUN/TURN settings come only from `extraEnv`.
 async function startServer(extraEnv = {}) {
   const env = { ...process.env };
-  for (const name of Object.keys(env)) if (/JWT/i.test(name)) delete env[name];
+  for (const name of Object.keys(env)) if (/JWT|^(STUN|TURN)_/i.test(name)) delete env[name];
   Object.assign(env, {
     PORT: '0', SERVICE_PORT: '0', HOST: '127.0.0.1',
     INTERNAL_API_KEY, DATABASE_URL: 'memory:', METRICS_ADDR: '', RUST_LOG: env.RUST_LOG || 'warn',
@@ -78,14 +79,18 @@ async function startServer(extraEnv = {}) {
   };
 }
 
-async function launchBrowser() {
+// `media: true` gives pages a fake camera and microphone (a test pattern and a beep) that
+// getUserMedia grants without asking, and lets WebRTC use the loopback interface, where the
+// tests' TURN server and both peers live.
+async function launchBrowser({ media = false } = {}) {
   if (!fs.existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM} (apt-get install chromium)`);
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    timeout: 30_000,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const args = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+  if (media) {
+    args.push('--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--allow-loopback-in-peer-connection');
+  }
+  return chromium.launch({ executablePath: CHROMIUM, timeout: 30_000, args });
 }
 
 // A browser context per user: the dev login sets that user's cookie and redirects to the page.
@@ -149,7 +154,19 @@ async function sendSystemMessage(server, roomId, message) {
   return response.json();
 }
 
+// The page's ICE servers, fetched the way a call page would: same origin, the user's cookie.
+async function fetchIceServers(page) {
+  return page.evaluate(async () => {
+    const response = await fetch('/chat/api/rtc/ice-servers');
+    if (!response.ok) throw new Error(`ice-servers answered ${response.status}: ${await response.text()}`);
+    return {
+      cacheControl: response.headers.get('cache-control'),
+      iceServers: (await response.json()).iceServers,
+    };
+  });
+}
+
 module.exports = {
   startServer, launchBrowser, openAs, waitForText, connect, joinRoom, sendMessage, waitForMessages,
-  screenshot, sendSystemMessage,
+  screenshot, sendSystemMessage, startCoturn, fetchIceServers,
 };

@@ -8,6 +8,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::rtc::IceConfig;
 use crate::upstream::ServiceUrl;
 use crate::GatewayError;
 
@@ -56,6 +57,10 @@ impl JwtConfig {
 pub struct Limits {
     pub frame_burst: NonZeroU32,
     pub frames_per_sec: NonZeroU32,
+    /// Signaling frames (`chat.call.signal`) per user: a limiter of their
+    /// own, since a call's ICE candidates arrive in bursts.
+    pub signal_burst: NonZeroU32,
+    pub signals_per_sec: NonZeroU32,
     /// Dropped (rate-limited) frames tolerated per `abuse_window` before the
     /// connection is closed with 1008.
     pub abuse_dropped_frames: u32,
@@ -85,6 +90,8 @@ impl Default for Limits {
         Limits {
             frame_burst: NonZeroU32::new(30).expect("non-zero"),
             frames_per_sec: NonZeroU32::new(10).expect("non-zero"),
+            signal_burst: NonZeroU32::new(100).expect("non-zero"),
+            signals_per_sec: NonZeroU32::new(20).expect("non-zero"),
             abuse_dropped_frames: 100,
             abuse_window: Duration::from_secs(60),
             api_burst: NonZeroU32::new(20).expect("non-zero"),
@@ -170,6 +177,8 @@ pub struct GatewayConfig {
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     pub limits: Limits,
+    /// STUN and TURN servers handed out for calls.
+    pub ice: IceConfig,
     /// Serve `GET /dev/login`. Only ever on with a generated HS256 secret.
     pub dev_login: bool,
     pub dev_login_ttl: Duration,
@@ -192,6 +201,7 @@ impl GatewayConfig {
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
+            ice: IceConfig::default(),
             dev_login: false,
             dev_login_ttl: Duration::from_secs(12 * 3600),
             metrics: None,
@@ -238,6 +248,12 @@ pub struct GatewayArgs {
     /// Client frames per user per second, sustained.
     #[arg(long, env = "RATE_LIMIT_PER_SEC", default_value_t = 10)]
     pub rate_limit_per_sec: u32,
+    /// Signaling frames (chat.call.signal) per user allowed in a burst.
+    #[arg(long, env = "SIGNAL_RATE_LIMIT_BURST", default_value_t = 100)]
+    pub signal_rate_limit_burst: u32,
+    /// Signaling frames per user per second, sustained.
+    #[arg(long, env = "SIGNAL_RATE_LIMIT_PER_SEC", default_value_t = 20)]
+    pub signal_rate_limit_per_sec: u32,
     /// HTTP requests per user under /chat/api allowed in a burst.
     #[arg(long, env = "API_RATE_LIMIT_BURST", default_value_t = 20)]
     pub api_rate_limit_burst: u32,
@@ -275,6 +291,20 @@ pub struct GatewayArgs {
     /// Redis shared by the gateways, to hold the per-user cap across them.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Comma-separated STUN servers for calls (stun:host[:port]).
+    #[arg(long, env = "STUN_URLS", value_delimiter = ',')]
+    pub stun_urls: Vec<String>,
+    /// Comma-separated TURN servers for calls
+    /// (turn:host[:port][?transport=udp|tcp], turns:...); needs TURN_SECRET.
+    #[arg(long, env = "TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Vec<String>,
+    /// The TURN servers' shared secret (coturn's static-auth-secret), for
+    /// time-limited credentials.
+    #[arg(long, env = "TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// Seconds TURN credentials stay valid.
+    #[arg(long, env = "TURN_TTL_SECS", default_value_t = crate::rtc::DEFAULT_TURN_TTL.as_secs())]
+    pub turn_ttl_secs: u64,
 }
 
 impl GatewayArgs {
@@ -350,6 +380,10 @@ impl GatewayArgs {
             .collect::<Result<_, _>>()?;
         config.limits.frame_burst = positive("RATE_LIMIT_BURST", self.rate_limit_burst)?;
         config.limits.frames_per_sec = positive("RATE_LIMIT_PER_SEC", self.rate_limit_per_sec)?;
+        config.limits.signal_burst =
+            positive("SIGNAL_RATE_LIMIT_BURST", self.signal_rate_limit_burst)?;
+        config.limits.signals_per_sec =
+            positive("SIGNAL_RATE_LIMIT_PER_SEC", self.signal_rate_limit_per_sec)?;
         config.limits.api_burst = positive("API_RATE_LIMIT_BURST", self.api_rate_limit_burst)?;
         config.limits.api_requests_per_sec =
             positive("API_RATE_LIMIT_PER_SEC", self.api_rate_limit_per_sec)?;
@@ -381,6 +415,12 @@ impl GatewayArgs {
             }
             None => None,
         };
+        config.ice = IceConfig::from_settings(
+            &self.stun_urls,
+            &self.turn_urls,
+            self.turn_secret.as_deref(),
+            self.turn_ttl_secs,
+        )?;
         Ok(config)
     }
 }

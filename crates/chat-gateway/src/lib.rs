@@ -7,8 +7,14 @@
 //! connect rate (per client IP) -> Origin -> authentication -> per-user cap
 //! (in Redis too, with `REDIS_URL`) -> upstream socket (the next node if one
 //! fails) -> 101 and relay. The gateway never touches the store and never
-//! parses chat frames; the service trusts the identity headers it adds
-//! (`x-internal-api-key`, `x-user-id`, `x-username`, percent-encoded).
+//! interprets chat frames (it only asks `chat_proto::rate_class` which
+//! limit a frame counts against); the service trusts the identity headers
+//! it adds (`x-internal-api-key`, `x-user-id`, `x-username`,
+//! percent-encoded).
+//!
+//! For calls it hands out ICE servers (`/chat/api/rtc/ice-servers`, with
+//! time-limited TURN credentials), and counts signaling frames against a
+//! per-user limit of their own.
 
 mod admission;
 mod auth;
@@ -18,6 +24,7 @@ mod nodes;
 mod rejection;
 mod relay;
 mod routes;
+mod rtc;
 mod shared_count;
 mod state;
 #[cfg(test)]
@@ -38,6 +45,10 @@ pub use auth::{
 pub use config::{GatewayArgs, GatewayConfig, HealthCheck, JwtConfig, JwtKey, Limits, RedisConfig};
 pub use metrics::global_handle as metrics_handle;
 pub use rejection::Rejection;
+pub use rtc::{
+    turn_credentials, turn_username, IceConfig, TurnConfig, TurnCredentials, DEFAULT_TURN_TTL,
+    MIN_TURN_SECRET_BYTES,
+};
 pub use upstream::{percent_encode, ServiceUrl, UpstreamError};
 
 /// Everything between `SIGTERM` and `run` returning: clients get 1001 and

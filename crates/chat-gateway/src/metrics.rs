@@ -3,7 +3,8 @@
 //! - `gateway_connections_total`: sockets ever relayed
 //! - `gateway_auth_failures_total{reason}`
 //! - `gateway_rejections_total{reason}`: origin, connect_rate, user_cap
-//! - `gateway_rate_limited_frames_total`, `gateway_abuse_closes_total`
+//! - `gateway_rate_limited_frames_total{class}` (`chat`, `signal`),
+//!   `gateway_abuse_closes_total`
 //! - `gateway_upstream_errors_total{kind}`
 //! - `gateway_upstream_healthy{node}` (gauge, 1 or 0),
 //!   `gateway_upstream_connections{node}` (gauge): per service node

@@ -1,6 +1,7 @@
 //! The relay: one task per connection, one `select!` over both sockets.
 //! Frames pass through as the same `Message` values (text stays the same
-//! `Utf8Bytes`): the gateway never parses or re-encodes chat JSON.
+//! `Utf8Bytes`): the gateway never re-encodes chat JSON, and reads none of
+//! it but what `chat_proto::rate_class` needs to pick a frame's limiter.
 
 use std::future::Future;
 use std::sync::LazyLock;
@@ -9,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chat_edge::ConnectionSlot;
 use chat_proto::api::DRAIN_PING;
-use chat_proto::{ErrorCode, ServerEvent};
+use chat_proto::{ErrorCode, RateClass, ServerEvent};
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -158,7 +159,7 @@ pub async fn serve(on_upgrade: OnUpgrade, mut upstream: UpstreamSocket, ctx: Rel
                     if matches!(frame, Some(Ok(Message::Ping(_))))
                         && gateway.frame_limiter.check_key(user).is_err()
                     {
-                        metrics::counter!("gateway_rate_limited_frames_total").increment(1);
+                        metrics::counter!("gateway_rate_limited_frames_total", "class" => RateClass::Chat.name()).increment(1);
                         if dropped.record(last_heard) > limits.abuse_dropped_frames {
                             break Ending::Abuse;
                         }
@@ -172,13 +173,13 @@ pub async fn serve(on_upgrade: OnUpgrade, mut upstream: UpstreamSocket, ctx: Rel
                         Some(Err(_)) => break Ending::ClientGone,
                         Some(Ok(Message::Close(frame))) => break Ending::ClientClosed(frame),
                         Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                            if gateway.frame_limiter.check_key(user).is_ok() {
+                            let Err(class) = gateway.check_frame(user, &message) else {
                                 if let Err(e) = upstream.send(message).await {
                                     break upstream_failed(&e);
                                 }
                                 continue;
-                            }
-                            metrics::counter!("gateway_rate_limited_frames_total").increment(1);
+                            };
+                            metrics::counter!("gateway_rate_limited_frames_total", "class" => class.name()).increment(1);
                             if dropped.record(last_heard) > limits.abuse_dropped_frames {
                                 break Ending::Abuse;
                             }

@@ -35,6 +35,7 @@ pub fn router(gateway: Gateway) -> Router {
     let mut router = Router::new()
         .route("/chat/ws", get(chat_ws))
         .route("/chat/api/rooms/{room_id}/{resource}", get(room_api))
+        .route("/chat/api/rtc/ice-servers", get(crate::rtc::ice_servers))
         .route("/healthz", get(healthz))
         .route("/", get(chat_page))
         .route("/chat-test.html", get(chat_page));

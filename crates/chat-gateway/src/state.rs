@@ -3,10 +3,12 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+use chat_proto::{rate_class, RateClass};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::admission::{ConnectLimiter, UserConnections};
 use crate::auth::TokenVerifier;
@@ -25,6 +27,8 @@ pub struct Shared {
     pub upstream: Upstream,
     pub connect_limiter: ConnectLimiter,
     pub frame_limiter: DefaultKeyedRateLimiter<Arc<str>>,
+    /// Signaling frames per user (`chat.call.signal`), apart from the rest.
+    pub signal_limiter: DefaultKeyedRateLimiter<Arc<str>>,
     /// HTTP requests per user under `/chat/api`.
     pub api_limiter: DefaultKeyedRateLimiter<Arc<str>>,
     pub user_connections: Arc<UserConnections>,
@@ -82,6 +86,9 @@ impl Gateway {
             upstream,
             connect_limiter: ConnectLimiter::new(limits),
             frame_limiter: RateLimiter::keyed(frame_quota),
+            signal_limiter: RateLimiter::keyed(
+                Quota::per_second(limits.signals_per_sec).allow_burst(limits.signal_burst),
+            ),
             api_limiter: RateLimiter::keyed(
                 Quota::per_second(limits.api_requests_per_sec).allow_burst(limits.api_burst),
             ),
@@ -94,11 +101,27 @@ impl Gateway {
         Ok((gateway, shared_count_task))
     }
 
+    /// Counts a client's text or binary frame against its user's limit for
+    /// the frame's class; past it, the class that was exceeded.
+    pub fn check_frame(&self, user: &Arc<str>, frame: &Message) -> Result<(), RateClass> {
+        let class = match frame {
+            Message::Text(text) => rate_class(text),
+            _ => RateClass::Chat,
+        };
+        let limiter = match class {
+            RateClass::Chat => &self.frame_limiter,
+            RateClass::Signal => &self.signal_limiter,
+        };
+        limiter.check_key(user).map_err(|_| class)
+    }
+
     /// Forgets limiter state of idle keys so memory follows active users.
     pub fn forget_idle_keys(&self) {
         self.connect_limiter.forget_idle();
         self.frame_limiter.retain_recent();
         self.frame_limiter.shrink_to_fit();
+        self.signal_limiter.retain_recent();
+        self.signal_limiter.shrink_to_fit();
         self.api_limiter.retain_recent();
         self.api_limiter.shrink_to_fit();
         self.metrics.run_upkeep();

@@ -1,5 +1,6 @@
-//! Bodies of the service's HTTP API. The history response has the same
-//! shape as the `chat.history` event's data.
+//! Bodies of the service's HTTP API (the history response has the same
+//! shape as the `chat.history` event's data) and of the gateway's own
+//! `/chat/api/rtc/ice-servers`.
 
 use serde::{Deserialize, Serialize};
 
@@ -157,6 +158,27 @@ pub struct FileInfo {
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thumbnail_url: Option<String>,
+}
+
+/// Response of the gateway's `GET /chat/api/rtc/ice-servers`: the
+/// `iceServers` of a WebRTC `RTCConfiguration`, ready to pass to
+/// `new RTCPeerConnection({iceServers})`. Empty when none are configured
+/// (calls on one host or LAN still connect).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceServersResponse {
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// One entry of `iceServers`, in the shape of WebRTC's `RTCIceServer`:
+/// `{urls}` for STUN, `{urls, username, credential}` for TURN.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! - [`server`]: the events the server sends and their encoding.
 //! - [`error`]: machine-readable error codes and the protocol error type.
 //! - [`limits`]: the configurable bounds that validation enforces.
+//! - [`rate`]: which rate limit a client frame counts against.
 //! - [`time`]: timestamps in the format of JavaScript's `toISOString()`.
 //!
 //! Unknown fields in client data are ignored so that newer clients keep
@@ -21,12 +22,14 @@ pub mod api;
 pub mod client;
 pub mod error;
 pub mod limits;
+pub mod rate;
 pub mod server;
 pub mod time;
 
 pub use client::{parse_client_frame, ClientEvent, MessageId, RoomId};
 pub use error::{ErrorCode, ProtoError};
 pub use limits::ProtoLimits;
+pub use rate::{rate_class, RateClass};
 pub use server::{
     ChatMessage, DmConversation, DmPeer, Member, MessageDeletion, MessageEdit, MessageKind,
     PresenceStatus, ReactionChange, ReactionSummary, Receipt, RoomEvent, ServerEvent, UserPresence,

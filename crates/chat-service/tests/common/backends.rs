@@ -1,6 +1,8 @@
 //! Databases for the persistence suite: a fresh SQLite file, or a fresh
 //! PostgreSQL database when `TEST_POSTGRES_URL` names a server.
 
+#![allow(dead_code)]
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::Connection;
