@@ -35,6 +35,7 @@ pub fn router(gateway: Gateway) -> Router {
     let mut router = Router::new()
         .route("/chat/ws", get(chat_ws))
         .route("/chat/api/rooms/{room_id}/{resource}", get(room_api))
+        .route("/chat/api/dms", get(dms))
         .route("/chat/api/rtc/ice-servers", get(crate::rtc::ice_servers))
         .route("/healthz", get(healthz))
         .route("/", get(chat_page))
@@ -155,15 +156,35 @@ async fn room_api(
     RawQuery(query): RawQuery,
 ) -> Result<Response, Rejection> {
     let Path((room_id, resource)) = path.map_err(|_| Rejection::NotFound)?;
-    let (status, body) = gateway
+    let answer = gateway
         .upstream
         .room_api(&identity, &room_id, resource, query.as_deref())
-        .await
-        .map_err(|e| {
-            tracing::warn!(side = "upstream", error = %e, "room API request failed");
-            metrics::counter!("gateway_upstream_errors_total", "kind" => e.kind()).increment(1);
-            Rejection::Upstream(e)
-        })?;
+        .await;
+    upstream_answer(answer)
+}
+
+/// The user's direct conversations, as the service lists them.
+async fn dms(
+    State(gateway): State<Gateway>,
+    identity: Identity,
+    RawQuery(query): RawQuery,
+) -> Result<Response, Rejection> {
+    let answer = gateway
+        .upstream
+        .api_get(&identity, "/api/dms".to_owned(), query.as_deref())
+        .await;
+    upstream_answer(answer)
+}
+
+/// The service's answer (status and JSON) as it is, or why it failed.
+fn upstream_answer(
+    answer: Result<(StatusCode, bytes::Bytes), crate::upstream::UpstreamError>,
+) -> Result<Response, Rejection> {
+    let (status, body) = answer.map_err(|e| {
+        tracing::warn!(side = "upstream", error = %e, "API request failed");
+        metrics::counter!("gateway_upstream_errors_total", "kind" => e.kind()).increment(1);
+        Rejection::Upstream(e)
+    })?;
     Ok((status, [(CONTENT_TYPE, "application/json")], body).into_response())
 }
 

@@ -363,6 +363,7 @@ impl Upstream {
     /// `GET /api/rooms/{roomId}/messages` (or `receipts`) for this user on
     /// a healthy node; these are stateless reads, so a node that cannot be
     /// reached is marked and the next one asked.
+    /// A room's history or receipts: the service's answer as it is.
     pub async fn room_api(
         &self,
         identity: &Identity,
@@ -370,7 +371,19 @@ impl Upstream {
         resource: RoomResource,
         query: Option<&str>,
     ) -> Result<(StatusCode, bytes::Bytes), UpstreamError> {
-        let mut path = format!("/api/rooms/{}/{}", percent_encode(room_id), resource.path());
+        let path = format!("/api/rooms/{}/{}", percent_encode(room_id), resource.path());
+        self.api_get(identity, path, query).await
+    }
+
+    /// A read of the service's user API (`/api/...`) for the user, on any
+    /// healthy node (the next one if a node cannot be reached): the
+    /// service's status and JSON body as they are.
+    pub async fn api_get(
+        &self,
+        identity: &Identity,
+        mut path: String,
+        query: Option<&str>,
+    ) -> Result<(StatusCode, bytes::Bytes), UpstreamError> {
         if let Some(query) = query.filter(|q| !q.is_empty()) {
             path.push('?');
             path.push_str(query);

@@ -296,6 +296,44 @@ async fn history_is_forwarded_over_http_for_authenticated_users() {
 }
 
 #[tokio::test]
+async fn direct_conversations_are_listed_over_http() {
+    let (_service, gateway) = start_pair().await;
+    let mut ws = connect_as(gateway.addr, "ann").await;
+    send_json(
+        &mut ws,
+        json!({"event": "chat.dm.open", "data": {"userId": "bob"}}),
+    )
+    .await;
+    let joined = next_event(&mut ws, "chat.joined").await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/chat/api/dms?limit=5", gateway.addr);
+    for (user, listed) in [("ann", "bob"), ("bob", "ann")] {
+        let response = http
+            .get(&url)
+            .bearer_auth(token(user))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["conversations"][0]["roomId"], joined["data"]["roomId"]);
+        assert_eq!(body["conversations"][0]["userId"], listed);
+        assert_eq!(body["hasMore"], false);
+    }
+    // A private conversation's history is its participants' only.
+    let room = joined["data"]["roomId"].as_str().unwrap();
+    let history = format!("http://{}/chat/api/rooms/{room}/messages", gateway.addr);
+    let outsider = http
+        .get(&history)
+        .bearer_auth(token("eve"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(outsider.status(), 403);
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+}
+
+#[tokio::test]
 async fn health_metrics_and_page() {
     let (_service, gateway) = start_pair().await;
     let _ws = connect_as(gateway.addr, "m").await;
