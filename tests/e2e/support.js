@@ -166,7 +166,112 @@ async function fetchIceServers(page) {
   });
 }
 
+// The moderation API: deletes any message of a room.
+async function moderatorDelete(server, roomId, messageId) {
+  const url = `${server.serviceUrl}/rooms/${encodeURIComponent(roomId)}/messages/${encodeURIComponent(messageId)}`;
+  const response = await fetch(url, {
+    method: 'DELETE',
+    headers: { 'x-internal-api-key': INTERNAL_API_KEY },
+    signal: AbortSignal.timeout(STEP_TIMEOUT_MS),
+  });
+  if (!response.ok) throw new Error(`moderation delete answered ${response.status}: ${await response.text()}`);
+  return response.json();
+}
+
+// Another tab of the same signed-in user (same browser context, so the same cookie).
+async function openTab(session) {
+  const page = await session.context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT_MS);
+  page.setDefaultNavigationTimeout(STEP_TIMEOUT_MS);
+  page.on('pageerror', (error) => session.consoleErrors.push(String(error)));
+  await page.goto(new URL('/', session.page.url()).href);
+  await page.locator('#connect').waitFor();
+  return page;
+}
+
+// Lets a test hide and show a page as a browser does when its tab goes to the background; call
+// before the page loads. Pages start visible whatever the headless browser thinks.
+async function controlVisibility(page) {
+  await page.addInitScript(() => {
+    let hidden = false;
+    Object.defineProperty(Document.prototype, 'visibilityState', { configurable: true, get: () => (hidden ? 'hidden' : 'visible') });
+    Object.defineProperty(Document.prototype, 'hidden', { configurable: true, get: () => hidden });
+    window.setPageHidden = (value) => { hidden = value; document.dispatchEvent(new Event('visibilitychange')); };
+  });
+}
+async function setHidden(page, hidden) {
+  await page.evaluate((value) => window.setPageHidden(value), hidden);
+}
+
+// Every JSON frame the page's sockets send and receive from now on (reloads included), in order;
+// `waitFor(predicate)` resolves with the first one that matches, bounded in time.
+function recordFrames(page) {
+  const frames = [];
+  const waiters = new Set();
+  const push = (direction, payload) => {
+    let parsed;
+    try { parsed = JSON.parse(typeof payload === 'string' ? payload : payload.toString()); } catch { return; }
+    const frame = { direction, event: parsed && parsed.event, data: (parsed && parsed.data) || {} };
+    frames.push(frame);
+    for (const waiter of [...waiters]) if (waiter.predicate(frame)) waiter.done(frame);
+  };
+  page.on('websocket', (ws) => {
+    ws.on('framesent', ({ payload }) => push('sent', payload));
+    ws.on('framereceived', ({ payload }) => push('received', payload));
+  });
+  frames.waitFor = (predicate, timeoutMs = STEP_TIMEOUT_MS) => {
+    const seen = frames.find(predicate);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const waiter = { predicate };
+      const timer = setTimeout(() => { waiters.delete(waiter); reject(new Error('timed out waiting for a frame')); }, timeoutMs);
+      waiter.done = (frame) => { clearTimeout(timer); waiters.delete(waiter); resolve(frame); };
+      waiters.add(waiter);
+    });
+  };
+  return frames;
+}
+
+// The id of the shown room's message line whose text is `text`, once it is there.
+async function messageIdOf(page, roomId, text) {
+  const handle = await page.waitForFunction(([room, want]) => {
+    for (const li of document.querySelectorAll(`#messages [data-event="chat.message"][data-room="${room}"]`)) {
+      const node = li.querySelector('.text');
+      if (node && node.textContent === want && li.dataset.id) return li.dataset.id;
+    }
+    return false;
+  }, [roomId, text]);
+  return handle.jsonValue();
+}
+
+// What the shown room's stored lines (messages and system messages) show, in order.
+async function roomSnapshot(page, roomId) {
+  return page.$$eval(`#messages li[data-room="${roomId}"][data-seq]`, (nodes) => nodes.map((li) => ({
+    event: li.dataset.event,
+    id: li.dataset.id,
+    seq: Number(li.dataset.seq),
+    text: li.querySelector('.text') ? li.querySelector('.text').textContent : null,
+    own: li.dataset.own === 'true',
+    edited: li.dataset.edited === 'true',
+    deleted: li.dataset.deleted === 'true',
+    reactions: [...li.querySelectorAll('.chip')].map((chip) => ({
+      emoji: chip.dataset.emoji, count: Number(chip.dataset.count), mine: chip.dataset.mine === 'true', label: chip.textContent,
+    })),
+  })));
+}
+
+// Waits until a room's tab shows `count` unread (0: no badge).
+async function waitForUnread(page, roomId, count) {
+  await page.waitForFunction(([room, want]) => {
+    const tab = document.querySelector(`#tabs .tab[data-room="${room}"]`);
+    if (!tab || tab.dataset.unread !== String(want)) return false;
+    const badge = tab.querySelector('.badge');
+    return want === 0 ? badge === null : badge !== null && badge.textContent === String(want);
+  }, [roomId, count]);
+}
+
 module.exports = {
   startServer, launchBrowser, openAs, waitForText, connect, joinRoom, sendMessage, waitForMessages,
-  screenshot, sendSystemMessage, startCoturn, fetchIceServers,
+  screenshot, sendSystemMessage, startCoturn, fetchIceServers, moderatorDelete, openTab,
+  controlVisibility, setHidden, recordFrames, messageIdOf, roomSnapshot, waitForUnread,
 };
