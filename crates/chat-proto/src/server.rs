@@ -373,6 +373,9 @@ pub enum ServerEvent<'a> {
     #[serde(rename = "chat.joined", rename_all = "camelCase")]
     Joined {
         room_id: &'a str,
+        /// Who this connection is, as authenticated (a page learns its
+        /// own id here).
+        user_id: &'a str,
         last_seq: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
@@ -574,6 +577,7 @@ mod tests {
     fn joined_omits_recovered_unless_asked() {
         let plain = ServerEvent::Joined {
             room_id: "r",
+            user_id: "u",
             last_seq: 3,
             recovered: None,
             read_seq: 1,
@@ -582,10 +586,11 @@ mod tests {
         };
         assert_eq!(
             parsed(plain),
-            json!({"event": "chat.joined", "data": {"roomId": "r", "lastSeq": 3, "readSeq": 1, "unread": 2}})
+            json!({"event": "chat.joined", "data": {"roomId": "r", "userId": "u", "lastSeq": 3, "readSeq": 1, "unread": 2}})
         );
         let recovered = ServerEvent::Joined {
             room_id: "r",
+            user_id: "u",
             last_seq: 3,
             recovered: Some(true),
             read_seq: 0,

@@ -199,7 +199,7 @@ async fn recovery_with_since(db: TestDb) {
     let joined = bob.expect("chat.joined").await;
     assert_eq!(
         joined,
-        json!({"roomId": "rec", "lastSeq": 8, "recovered": true, "readSeq": 0, "unread": 8})
+        json!({"roomId": "rec", "userId": "bob", "lastSeq": 8, "recovered": true, "readSeq": 0, "unread": 8})
     );
     for seq in 1..=8 {
         assert_eq!(bob.expect("chat.message").await["seq"], seq);

@@ -232,6 +232,40 @@ async fn reactions_count_and_no_ops_are_silent(db: TestDb) {
     bob.expect_silence(Duration::from_millis(100)).await;
 }
 
+/// Emoji are listed in the order of their oldest remaining reaction, on
+/// every store.
+async fn reaction_order_follows_the_oldest_remaining_reaction(db: TestDb) {
+    let server = TestServer::start(config(&db)).await;
+    let mut ann = server.connect("ann").await;
+    ann.join("r").await;
+    let id = post(&mut ann, "r", "order").await["id"].clone();
+    let mut bob = server.connect("bob").await;
+    bob.join("r").await;
+    ann.expect("chat.userJoined").await;
+    for (by_ann, emoji, added) in [
+        (true, "👍", true),
+        (false, "🎉", true),
+        (false, "👍", true),
+        (true, "👍", false),
+    ] {
+        let client = if by_ann { &mut ann } else { &mut bob };
+        react(client, "r", &id, emoji, added).await;
+        // Both see each one, in order, before the next.
+        assert_eq!(ann.expect("chat.reaction").await["emoji"], emoji);
+        assert_eq!(bob.expect("chat.reaction").await["emoji"], emoji);
+    }
+    let mut viewer = server.connect("viewer").await;
+    viewer.join("r").await;
+    let items = history(&mut viewer, "r").await;
+    assert_eq!(
+        items[0]["reactions"],
+        json!([
+            {"emoji": "🎉", "count": 1, "userIds": ["bob"]},
+            {"emoji": "👍", "count": 1, "userIds": ["bob"]},
+        ])
+    );
+}
+
 /// History lists at most 50 of the users who reacted with one emoji, and
 /// counts them all.
 async fn reaction_user_lists_are_bounded(db: TestDb) {
@@ -463,6 +497,7 @@ crate::on_every_store!(
     deletes_erase_and_stay_in_place,
     reactions_count_and_no_ops_are_silent,
     reaction_user_lists_are_bounded,
+    reaction_order_follows_the_oldest_remaining_reaction,
     recovery_replays_every_kind_across_a_restart,
     unread_skips_deleted_messages,
     moderators_delete_any_message,
@@ -487,6 +522,7 @@ mod memory {
     async fn reactions() {
         reactions_count_and_no_ops_are_silent(memory()).await;
         reaction_user_lists_are_bounded(memory()).await;
+        reaction_order_follows_the_oldest_remaining_reaction(memory()).await;
     }
 
     #[tokio::test]

@@ -437,6 +437,7 @@ impl Session {
             .await?;
         let frame = hub::frame(&ServerEvent::Joined {
             room_id: room_id.as_str(),
+            user_id: &self.identity.user_id,
             last_seq,
             recovered,
             read_seq: read.read_seq,

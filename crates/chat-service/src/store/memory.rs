@@ -32,7 +32,10 @@ struct RoomLog {
 }
 
 /// Each emoji with who reacted so, in the order they did.
-type Reactions = Vec<(String, Vec<Arc<str>>)>;
+/// Each emoji with who reacted so and the reaction's `seq`, in the order
+/// they did; emojis in the order of their oldest remaining reaction (as
+/// the SQL store orders them).
+type Reactions = Vec<(String, Vec<(Arc<str>, u64)>)>;
 
 impl RoomLog {
     fn message(&self, id: &str) -> Option<&ChatMessage> {
@@ -84,7 +87,7 @@ impl RoomLog {
             reacted: reactions
                 .into_iter()
                 .flatten()
-                .flat_map(|(emoji, users)| users.iter().map(|u| (emoji.clone(), u.clone())))
+                .flat_map(|(emoji, users)| users.iter().map(|(u, _)| (emoji.clone(), u.clone())))
                 .collect(),
         })
     }
@@ -100,7 +103,7 @@ impl RoomLog {
                 user_ids: users
                     .iter()
                     .take(MAX_REACTION_USERS)
-                    .map(|u| u.to_string())
+                    .map(|(u, _)| u.to_string())
                     .collect(),
             })
             .collect()
@@ -133,16 +136,16 @@ impl RoomLog {
             RoomEvent::Reaction(change) => {
                 let emojis = self.reactions.entry(change.message_id.clone()).or_default();
                 let index = emojis.iter().position(|(e, _)| *e == change.emoji);
+                let reaction = (change.user_id.clone(), change.seq);
                 match (change.added, index) {
-                    (true, Some(i)) => emojis[i].1.push(change.user_id.clone()),
-                    (true, None) => {
-                        emojis.push((change.emoji.clone(), vec![change.user_id.clone()]))
-                    }
+                    (true, Some(i)) => emojis[i].1.push(reaction),
+                    (true, None) => emojis.push((change.emoji.clone(), vec![reaction])),
                     (false, Some(i)) => {
-                        emojis[i].1.retain(|u| *u != change.user_id);
+                        emojis[i].1.retain(|(u, _)| *u != change.user_id);
                         if emojis[i].1.is_empty() {
                             emojis.remove(i);
                         }
+                        emojis.sort_by_key(|(_, users)| users.first().map(|(_, seq)| *seq));
                     }
                     (false, None) => {}
                 }
