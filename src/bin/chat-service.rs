@@ -20,6 +20,9 @@ struct Args {
     /// Loopback address for Prometheus `/metrics` without the key; empty turns it off.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9102")]
     metrics_addr: String,
+    /// Redis for cluster mode: several nodes on one PostgreSQL (needs a postgres:// DATABASE_URL).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
     #[command(flatten)]
     service: chat_service::ServiceArgs,
 }
@@ -50,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(addr) = chat::spawn_metrics(&args.metrics_addr, metrics.clone()).await? {
         println!("metrics on http://{addr}/metrics");
     }
-    let mut config = args.service.into_config(key);
+    let mut config = args.service.into_config(key, args.redis_url);
     config.limits.max_connections =
         chat::connections_within(open_files, 1, config.limits.max_connections);
     config.metrics = Some(metrics);

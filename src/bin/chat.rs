@@ -127,6 +127,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.service_port))?;
     let service_addr = service_listener.local_addr()?;
     gateway_args.chat_service_url = format!("http://{service_addr}");
+    // One REDIS_URL for both halves: the gateway counts per-user caps
+    // there, the service joins its cluster.
+    let redis_url = gateway_args.redis_url.clone();
     let gateway_listener = TcpListener::bind((host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {host}:{}", args.port))?;
@@ -149,7 +152,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = chat_service::install_metrics_recorder();
     let metrics_addr = chat::spawn_metrics(&args.metrics_addr, metrics.clone()).await?;
     gateway_config.metrics = Some(metrics.clone());
-    let mut service_config = args.service.into_config(internal_key);
+    let mut service_config = args.service.into_config(internal_key, redis_url);
     service_config.metrics = Some(metrics);
 
     let (stop_gateway, gateway_stop) = watch::channel(false);

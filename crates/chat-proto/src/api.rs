@@ -104,11 +104,23 @@ pub struct DmListResponse {
     pub has_more: bool,
 }
 
-/// `GET /stats`
+/// `GET /stats`: over every node in cluster mode, with this node's own
+/// counts in `node`.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsResponse {
     /// Distinct users with at least one connection.
+    pub connected_users: usize,
+    pub connections: usize,
+    pub rooms: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeStats>,
+}
+
+/// One node's counts.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStats {
     pub connected_users: usize,
     pub connections: usize,
     pub rooms: usize,

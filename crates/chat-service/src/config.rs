@@ -62,6 +62,8 @@ pub struct Config {
     pub limits: Limits,
     /// Where `/metrics` renders from; `None` installs the process recorder.
     pub metrics: Option<PrometheusHandle>,
+    /// Cluster mode: several nodes on one PostgreSQL, joined through Redis.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Config {
@@ -73,6 +75,7 @@ impl Config {
             message_retention_days: None,
             limits: Limits::default(),
             metrics: None,
+            cluster: None,
         }
     }
 }
@@ -84,6 +87,10 @@ impl std::fmt::Debug for Config {
             .field("database_url", &redact_url(&self.database_url))
             .field("message_retention_days", &self.message_retention_days)
             .field("limits", &self.limits)
+            .field(
+                "cluster",
+                &self.cluster.as_ref().map(|c| redact_url(&c.redis_url)),
+            )
             .finish()
     }
 }
@@ -139,10 +146,16 @@ pub struct ServiceArgs {
     /// Most missed messages `chat.join {since}` replays before answering `recovered: false`.
     #[arg(long, env = "RECOVERY_CAP", default_value_t = 1000)]
     pub recovery_cap: usize,
+    /// Cluster mode: a node that stops (killed) has its users shown offline by the others within this long.
+    #[arg(long, env = "PRESENCE_TTL_SECS", default_value_t = 30)]
+    pub presence_ttl_secs: u64,
 }
 
 impl ServiceArgs {
-    pub fn into_config(self, internal_api_key: String) -> Config {
+    /// The settings, with cluster mode on when `redis_url` is given (the
+    /// binaries read `REDIS_URL` themselves: the all-in-one `chat` shares it
+    /// with its gateway).
+    pub fn into_config(self, internal_api_key: String, redis_url: Option<String>) -> Config {
         let defaults = Limits::default();
         Config {
             internal_api_key,
@@ -165,6 +178,12 @@ impl ServiceArgs {
                 presence_grace: defaults.presence_grace,
             },
             metrics: None,
+            cluster: redis_url
+                .filter(|url| !url.trim().is_empty())
+                .map(|redis_url| crate::cluster::ClusterConfig {
+                    redis_url,
+                    presence_ttl: Duration::from_secs(self.presence_ttl_secs.max(1)),
+                }),
         }
     }
 }

@@ -1,10 +1,15 @@
 //! The delivery seam: the one way a frame reaches connections, whether
 //! the event behind it happened in this process or (with a broker) in
 //! another. Its in-process implementation is the [`Hub`](crate::hub::Hub);
-//! a cross-process one delivers locally through the hub and carries the
-//! same bytes to the other processes, which deliver them through theirs.
+//! the cluster's ([`Cluster`](crate::cluster::Cluster)) delivers locally
+//! through the hub and carries the same bytes over Redis to the processes
+//! that host the room or user, which deliver them through theirs.
 
-use chat_proto::RoomEvent;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chat_proto::{RoomEvent, RoomId};
 
 use crate::hub::{self, ConnId, Frame};
 
@@ -25,12 +30,16 @@ pub(crate) enum Audience<'a> {
     },
     /// Every connection watching the user's presence.
     Watchers { user: &'a str },
+    /// One connection of the user (connection ids are unique across
+    /// processes).
+    Connection { user: &'a str, conn: ConnId },
 }
 
 pub(crate) trait Delivery: Send + Sync {
     /// Delivers one encoded frame. `seq` marks a durable room event, so a
-    /// member still replaying history skips what its replay holds. Never
-    /// waits: a recipient whose queue is full is cut off. Returns how many
+    /// member still replaying history skips what its replay holds (and,
+    /// across processes, so events go out in `seq` order). Never waits: a
+    /// recipient whose queue is full is cut off. Returns how many
     /// connections of this process it reached.
     fn deliver(&self, audience: Audience<'_>, frame: &Frame, seq: Option<u64>) -> usize;
 
@@ -46,4 +55,27 @@ pub(crate) trait Delivery: Send + Sync {
             event.seq(),
         )
     }
+
+    /// The user's first connection in this process entered the room
+    /// (`arrived`), or their last one here left it. The room hears `frame`
+    /// (`chat.userJoined` or `chat.userLeft`) when that makes the user
+    /// arrive in or leave the room altogether (in every process).
+    fn membership(
+        &self,
+        room: &RoomId,
+        user: &Arc<str>,
+        arrived: bool,
+        frame: Frame,
+        except: Option<ConnId>,
+    );
+
+    /// Resolves once whatever is committed in the room from now on reaches
+    /// this process's members (at once, in one process).
+    fn follow<'a>(&'a self, _room: &'a RoomId) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(std::future::ready(()))
+    }
+
+    /// The user is no longer a member of the room: their connections leave
+    /// it, in every process.
+    fn remove_member(&self, room: &RoomId, user: &str);
 }

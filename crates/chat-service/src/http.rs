@@ -13,9 +13,9 @@ use axum::{Extension, Json, Router};
 use chat_edge::ConnectionSlot;
 use chat_proto::api::{
     valid_user_id, BlockResponse, DeletedResponse, DmListQuery, DmListResponse, HistoryQuery,
-    HistoryResponse, MembersResponse, MembershipResponse, ReceiptsResponse, StatsResponse,
-    SystemMessageRequest, SystemMessageResponse, INTERNAL_KEY_HEADER, USERNAME_HEADER,
-    USER_ID_HEADER,
+    HistoryResponse, MembersResponse, MembershipResponse, NodeStats, ReceiptsResponse,
+    StatsResponse, SystemMessageRequest, SystemMessageResponse, INTERNAL_KEY_HEADER,
+    USERNAME_HEADER, USER_ID_HEADER,
 };
 use chat_proto::client::RoomAccess;
 use chat_proto::{ErrorCode, MessageId, MessageKind, ProtoError, RoomEvent, RoomId};
@@ -24,7 +24,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::sequencer::{Delivered, NotStored, Origin};
-use crate::session::{new_id, remove_from_room, Identity};
+use crate::session::{new_id, Identity};
 use crate::state::Shared;
 use crate::store::{Actor, Change, NewDeletion, NewEvent, NewMessage, Refusal, MODERATOR_USER};
 
@@ -300,11 +300,31 @@ async fn stats(
     headers: HeaderMap,
 ) -> Result<Json<StatsResponse>, ApiError> {
     authorize(&shared, &headers)?;
-    let stats = shared.hub.stats();
+    let here = shared.hub.stats();
+    let node = NodeStats {
+        connected_users: here.connected_users,
+        connections: here.connections,
+        rooms: here.rooms,
+    };
+    let Some(cluster) = &shared.cluster else {
+        return Ok(Json(StatsResponse {
+            connected_users: node.connected_users,
+            connections: node.connections,
+            rooms: node.rooms,
+            node: None,
+        }));
+    };
+    // Over every node; this node's own when Redis cannot say.
+    let (connected_users, connections, rooms) =
+        cluster
+            .stats()
+            .await
+            .unwrap_or((node.connected_users, node.connections, node.rooms));
     Ok(Json(StatsResponse {
-        connected_users: stats.connected_users,
-        connections: stats.connections,
-        rooms: stats.rooms,
+        connected_users,
+        connections,
+        rooms,
+        node: Some(node),
     }))
 }
 
@@ -434,7 +454,7 @@ async fn remove_member(
         user: user_id.clone(),
     };
     let changed = shared.store.change(change).await.map_err(store_error)?;
-    remove_from_room(&shared, &room_id, &user_id);
+    shared.bus.remove_member(&room_id, &user_id);
     Ok(Json(MembershipResponse {
         room_id: room_id.as_str().to_owned(),
         user_id,

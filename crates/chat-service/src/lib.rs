@@ -20,6 +20,7 @@
 //! WebSocket with 1001, waits for connection tasks (bounded), lets the
 //! writer commit what it had accepted, and returns.
 
+mod cluster;
 mod config;
 mod connection;
 mod delivery;
@@ -41,6 +42,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use cluster::ClusterConfig;
 pub use config::{redact_url, Config, Limits, ServiceArgs};
 pub use error::ServiceError;
 pub use metrics::install_recorder as install_metrics_recorder;
@@ -64,19 +66,47 @@ pub async fn run(
 ) -> Result<(), ServiceError> {
     chat_proto::limits::check_internal_api_key(&config.internal_api_key)
         .map_err(ServiceError::Config)?;
+    if config.cluster.is_some() && !is_postgres(&config.database_url) {
+        return Err(ServiceError::Config(format!(
+            "cluster mode (REDIS_URL) needs a PostgreSQL DATABASE_URL that every node shares; {} is not one",
+            redact_url(&config.database_url)
+        )));
+    }
     let store = Store::open(&config.database_url).await?;
+    if config.cluster.is_none() {
+        // Without a broker, a second process on the database would deliver
+        // only its own commits: refused instead.
+        store.claim_sole_use().await?;
+    }
     let prometheus = config
         .metrics
         .clone()
         .unwrap_or_else(metrics::install_recorder);
     let metrics = Arc::new(Metrics::new());
     let hub = Arc::new(Hub::new(metrics.clone()));
-    let bus: Arc<dyn delivery::Delivery> = hub.clone();
+    let cluster_stop = CancellationToken::new();
+    let cluster = match &config.cluster {
+        Some(settings) => Some(
+            cluster::Cluster::start(
+                settings.clone(),
+                hub.clone(),
+                store.clone(),
+                cluster_stop.clone(),
+            )
+            .map_err(|e| ServiceError::Config(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let bus: Arc<dyn delivery::Delivery> = match &cluster {
+        Some(cluster) => cluster.clone(),
+        None => hub.clone(),
+    };
     let (sequencer, writer) = Sequencer::start(store.clone(), bus.clone(), metrics.clone());
     let presence = Arc::new(presence::Presence::new(
         bus.clone(),
         store.clone(),
         config.limits.presence_grace,
+        cluster.clone(),
     ));
     let retention = config
         .message_retention_days
@@ -88,6 +118,7 @@ pub async fn run(
         bus,
         store: store.clone(),
         presence: presence.clone(),
+        cluster: cluster.clone(),
         sequencer,
         metrics,
         prometheus,
@@ -126,12 +157,21 @@ pub async fn run(
     }
     presence.store_last_seen().await;
     drop(presence);
+    // Connections are gone; the cluster hears that this node leaves.
+    cluster_stop.cancel();
+    if let Some(cluster) = cluster {
+        cluster.stopped().await;
+    }
     // The writer ends once every sender is gone; it commits what it holds.
     drop(shared);
     let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
     store.close().await;
     tracing::info!("chat service stopped");
     Ok(())
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 async fn prune_forever(store: Store, days: u32) {

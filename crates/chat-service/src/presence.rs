@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use chat_proto::{PresenceStatus, ServerEvent, UserPresence};
 
+use crate::cluster::Cluster;
 use crate::delivery::{Audience, Delivery};
 use crate::hub;
 use crate::store::{Change, Store};
@@ -23,6 +24,9 @@ pub(crate) struct Presence {
     grace: Duration,
     bus: Arc<dyn Delivery>,
     store: Store,
+    /// In cluster mode, a user's status is worked out over every node (and
+    /// announced) there; this node only reports its own connections.
+    cluster: Option<Arc<Cluster>>,
 }
 
 struct UserState {
@@ -50,12 +54,18 @@ impl UserState {
 }
 
 impl Presence {
-    pub(crate) fn new(bus: Arc<dyn Delivery>, store: Store, grace: Duration) -> Presence {
+    pub(crate) fn new(
+        bus: Arc<dyn Delivery>,
+        store: Store,
+        grace: Duration,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Presence {
         Presence {
             users: Mutex::default(),
             grace,
             bus,
             store,
+            cluster,
         }
     }
 
@@ -66,6 +76,16 @@ impl Presence {
     /// Tells the user's watchers, under the lock so that changes of one
     /// user reach them in the order they happened.
     fn announce(&self, user: &Arc<str>, state: &mut UserState) {
+        if let Some(cluster) = &self.cluster {
+            cluster.presence_changed(
+                user,
+                &state.username,
+                state.connections,
+                state.away,
+                state.last_seen_ms,
+            );
+            return;
+        }
         let status = state.status();
         if status == state.announced {
             return;
@@ -101,6 +121,25 @@ impl Presence {
         self.users()
             .get(user)
             .map(|state| state.username.to_string())
+    }
+
+    /// Names to show for these users: from the cluster, else from this
+    /// process; `None` where nobody knows one.
+    pub(crate) async fn names_of(&self, users: &[String]) -> Vec<Option<String>> {
+        if let Some(cluster) = &self.cluster {
+            if let Some(shared) = cluster.presence_of(users).await {
+                return shared.into_iter().map(|(_, _, name)| name).collect();
+            }
+        }
+        users.iter().map(|user| self.name_of(user)).collect()
+    }
+
+    /// The users in a public room on any node, in cluster mode.
+    pub(crate) async fn users_in(&self, room: &chat_proto::RoomId) -> Option<Vec<String>> {
+        match &self.cluster {
+            Some(cluster) => cluster.users_in(room).await,
+            None => None,
+        }
     }
 
     /// A connection said it is away (or back).
@@ -166,8 +205,38 @@ impl Presence {
         }
     }
 
-    /// Each user's presence now, `lastSeen` from memory or the store.
+    /// Each user's presence now (over every node in cluster mode), with a
+    /// name to show, `lastSeen` from memory or the store.
     pub(crate) async fn of(&self, users: &[String]) -> Vec<UserPresence> {
+        if let Some(cluster) = &self.cluster {
+            if let Some(shared) = cluster.presence_of(users).await {
+                let unseen: Vec<&str> = users
+                    .iter()
+                    .zip(&shared)
+                    .filter(|(_, (_, seen, _))| seen.is_none())
+                    .map(|(user, _)| user.as_str())
+                    .collect();
+                let stored = if unseen.is_empty() {
+                    HashMap::new()
+                } else {
+                    self.store.last_seen(&unseen).await.unwrap_or_default()
+                };
+                return users
+                    .iter()
+                    .zip(shared)
+                    .map(|(user, (status, seen, _))| UserPresence {
+                        user_id: user.clone(),
+                        status,
+                        last_seen_ms: seen.or_else(|| stored.get(user).copied()),
+                    })
+                    .collect();
+            }
+        }
+        self.of_here(users).await
+    }
+
+    /// Presence as this process alone knows it.
+    async fn of_here(&self, users: &[String]) -> Vec<UserPresence> {
         let mut known: Vec<UserPresence> = Vec::with_capacity(users.len());
         let mut unknown: Vec<&str> = Vec::new();
         {

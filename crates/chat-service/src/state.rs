@@ -4,6 +4,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::hub::Hub;
@@ -21,6 +22,8 @@ pub(crate) struct Shared {
     pub(crate) bus: Arc<dyn Delivery>,
     pub(crate) store: Store,
     pub(crate) presence: Arc<Presence>,
+    /// In cluster mode, the node's view of the cluster.
+    pub(crate) cluster: Option<Arc<Cluster>>,
     pub(crate) sequencer: Sequencer,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) prometheus: PrometheusHandle,

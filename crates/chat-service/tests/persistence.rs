@@ -269,18 +269,37 @@ async fn recovery_under_live_traffic_has_no_gaps_or_duplicates(db: TestDb) {
     flood.await.unwrap();
 }
 
-async fn two_services_on_one_database_never_share_a_seq(db: TestDb) {
-    let one = TestServer::start(config(&db)).await;
-    let two = TestServer::start(config(&db)).await;
+/// Two stores on one database (two processes' writers) never hand out the
+/// same seq: the room's row lock orders them.
+async fn two_writers_on_one_database_never_share_a_seq(db: TestDb) {
+    use chat_proto::{ProtoLimits, RoomId};
+    use chat_service::store::{NewMessage, Store};
+    let stores = [
+        Store::open(&db.url).await.unwrap(),
+        Store::open(&db.url).await.unwrap(),
+    ];
+    let room = RoomId::parse("shared", &ProtoLimits::default()).unwrap();
     let mut tasks = Vec::new();
-    for (i, addr) in [one.addr, two.addr, one.addr, two.addr]
-        .into_iter()
-        .enumerate()
-    {
+    for writer in 0..4 {
+        let store = stores[writer % 2].clone();
+        let room = room.clone();
         tasks.push(tokio::spawn(async move {
-            let mut client = Client::connect(addr, &format!("u{i}"), None).await;
-            client.join("shared").await;
-            say_many(&mut client, "shared", &format!("u{i}-"), 60).await
+            let mut seqs = Vec::new();
+            for n in 0..60 {
+                let message = NewMessage {
+                    id: format!("w{writer}-{n}"),
+                    room_id: room.clone(),
+                    user_id: "u".into(),
+                    username: "u".into(),
+                    message: format!("m{n}"),
+                    timestamp_ms: chat_proto::time::now_millis(),
+                    client_id: None,
+                    kind: chat_proto::MessageKind::User,
+                };
+                let stored = store.append(vec![message]).await.unwrap();
+                seqs.push(stored[0].seq().unwrap());
+            }
+            seqs
         }));
     }
     let mut all = Vec::new();
@@ -291,6 +310,9 @@ async fn two_services_on_one_database_never_share_a_seq(db: TestDb) {
     let unique: HashSet<u64> = all.iter().copied().collect();
     assert_eq!(unique.len(), all.len(), "a seq was assigned twice");
     assert_eq!(all, (1..=240).collect::<Vec<_>>());
+    for store in stores {
+        store.close().await;
+    }
 }
 
 async fn retention_prunes_old_messages(db: TestDb) {
@@ -457,6 +479,30 @@ crate::on_every_store!(
 // SQLite store is the single-process embedded default.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: set TEST_POSTGRES_URL and run with --include-ignored"]
-async fn two_services_on_one_postgres_never_share_a_seq() {
-    two_services_on_one_database_never_share_a_seq(backends::postgres().await).await;
+async fn two_writers_on_one_postgres_never_share_a_seq() {
+    two_writers_on_one_database_never_share_a_seq(backends::postgres().await).await;
+}
+
+/// Without a broker a second service would deliver only its own commits:
+/// it is refused at start, with a line that says why; once the first
+/// stops, it may start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set TEST_POSTGRES_URL and run with --include-ignored"]
+async fn a_second_service_on_one_postgres_is_refused_without_a_broker() {
+    let db = backends::postgres().await;
+    let mut first = TestServer::start(config(&db)).await;
+    first.connect("ann").await.join("r").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = chat_service::run(listener, config(&db), std::future::pending())
+        .await
+        .expect_err("a second service on the same database starts");
+    assert!(
+        refused
+            .to_string()
+            .contains("another chat-service is using this database"),
+        "{refused}"
+    );
+    first.stop().await.unwrap();
+    let second = TestServer::start(config(&db)).await;
+    second.connect("ann").await.join("r").await;
 }

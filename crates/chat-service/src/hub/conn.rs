@@ -29,9 +29,22 @@ impl Frame {
         Frame(Arc::new(Utf8Bytes::from(text)))
     }
 
+    /// A frame from bytes that arrived from elsewhere; `None` if they are
+    /// not UTF-8.
+    pub(crate) fn from_bytes(bytes: bytes::Bytes) -> Option<Frame> {
+        Utf8Bytes::try_from(bytes)
+            .ok()
+            .map(|text| Frame(Arc::new(text)))
+    }
+
     /// The bytes to write; a reference count, not a copy.
     pub(crate) fn text(&self) -> Utf8Bytes {
         (*self.0).clone()
+    }
+
+    /// The same bytes, to carry elsewhere; a reference count, not a copy.
+    pub(crate) fn bytes(&self) -> bytes::Bytes {
+        bytes::Bytes::from(self.text())
     }
 
     /// What the frame counts against a queue's byte budget. A shared frame

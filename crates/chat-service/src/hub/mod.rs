@@ -17,7 +17,7 @@ mod room;
 use std::collections::hash_map::{Entry, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use chat_proto::{RoomId, ServerEvent};
 
@@ -40,6 +40,26 @@ pub(crate) struct Hub {
     watchers: Mutex<HashMap<Arc<str>, Vec<ConnHandle>>>,
     next_conn_id: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Told when this process starts or stops hosting a room, a user or a
+    /// watched user (a broker subscribes and unsubscribes by it).
+    interest: OnceLock<Arc<dyn InterestListener>>,
+}
+
+/// What this process has connections for changed.
+#[derive(Debug, Clone)]
+pub(crate) enum Interest {
+    RoomHosted(RoomId),
+    RoomDropped(RoomId),
+    UserHere(Arc<str>),
+    UserGone(Arc<str>),
+    Watching(Arc<str>),
+    NotWatching(Arc<str>),
+}
+
+/// Called under the hub's locks: must only take note (queue), never wait
+/// or call back into the hub.
+pub(crate) trait InterestListener: Send + Sync {
+    fn interest(&self, change: Interest);
 }
 
 /// A connected user's connections, for what is addressed to the user.
@@ -72,9 +92,64 @@ impl Hub {
             connections: AtomicUsize::new(0),
             users: Mutex::default(),
             watchers: Mutex::default(),
-            next_conn_id: AtomicU64::new(1),
+            // Random high bits: connection ids are unique across processes,
+            // so one can be named to another.
+            next_conn_id: AtomicU64::new((u64::from(rand::random::<u32>()) << 32) | 1),
             metrics,
+            interest: OnceLock::new(),
         }
+    }
+
+    /// Tells `listener` of every change of interest from now on.
+    pub(crate) fn set_interest_listener(&self, listener: Arc<dyn InterestListener>) {
+        let _ = self.interest.set(listener);
+    }
+
+    fn tell(&self, change: Interest) {
+        if let Some(listener) = self.interest.get() {
+            listener.interest(change);
+        }
+    }
+
+    /// Whether any connection here is in the room.
+    pub(crate) fn hosts_room(&self, room: &str) -> bool {
+        self.shard(room).contains_key(room)
+    }
+
+    /// Whether the user has a connection here.
+    pub(crate) fn hosts_user(&self, user: &str) -> bool {
+        lock(&self.users).contains_key(user)
+    }
+
+    /// Whether a connection here watches the user.
+    pub(crate) fn watches(&self, user: &str) -> bool {
+        lock(&self.watchers).contains_key(user)
+    }
+
+    /// Each room hosted here with the users in it.
+    pub(crate) fn memberships(&self) -> Vec<(RoomId, Vec<Arc<str>>)> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            for (room_id, room) in lock(shard).iter() {
+                all.push((
+                    room_id.clone(),
+                    room.users().into_iter().map(|(user, _)| user).collect(),
+                ));
+            }
+        }
+        all
+    }
+
+    /// Each user connected here, with their connections and how many of
+    /// those are away.
+    pub(crate) fn user_counts(&self) -> Vec<(Arc<str>, usize, usize)> {
+        lock(&self.users)
+            .iter()
+            .map(|(user, conns)| {
+                let away = conns.conns.iter().filter(|c| c.is_away()).count();
+                (user.clone(), conns.conns.len(), away)
+            })
+            .collect()
     }
 
     /// The shard of a room; `RoomId` hashes as its text, so either finds it.
@@ -93,9 +168,12 @@ impl Hub {
     ) -> (ConnHandle, OutboundQueue) {
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let mut users = lock(&self.users);
-        let user = users.entry(user_id.clone()).or_insert_with(|| UserConns {
-            conns: Vec::new(),
-            membership: Arc::default(),
+        let user = users.entry(user_id.clone()).or_insert_with(|| {
+            self.tell(Interest::UserHere(user_id.clone()));
+            UserConns {
+                conns: Vec::new(),
+                membership: Arc::default(),
+            }
         });
         let (conn, queue) =
             ConnHandle::new(id, user_id, username, queue_bytes, user.membership.clone());
@@ -116,6 +194,7 @@ impl Hub {
             if entry.get().conns.is_empty() {
                 entry.remove();
                 last = true;
+                self.tell(Interest::UserGone(conn.user_id.clone()));
             }
         }
         drop(users);
@@ -143,6 +222,7 @@ impl Hub {
         let room = shard.entry(room_id.clone()).or_insert_with(|| {
             self.rooms.fetch_add(1, Ordering::Relaxed);
             self.metrics.rooms.increment(1.0);
+            self.tell(Interest::RoomHosted(room_id.clone()));
             Room::default()
         });
         if room.contains(conn.id) {
@@ -176,6 +256,7 @@ impl Hub {
             shard.remove(room_id);
             self.rooms.fetch_sub(1, Ordering::Relaxed);
             self.metrics.rooms.decrement(1.0);
+            self.tell(Interest::RoomDropped(room_id.clone()));
         }
         Some(departure)
     }
@@ -202,7 +283,10 @@ impl Hub {
     pub(crate) fn watch(&self, users: &[String], conn: &ConnHandle) {
         let mut watchers = lock(&self.watchers);
         for user in users {
-            let list = watchers.entry(Arc::from(user.as_str())).or_default();
+            let list = watchers.entry(Arc::from(user.as_str())).or_insert_with(|| {
+                self.tell(Interest::Watching(Arc::from(user.as_str())));
+                Vec::new()
+            });
             if !list.iter().any(|c| c.id == conn.id) {
                 list.push(conn.clone());
             }
@@ -217,6 +301,7 @@ impl Hub {
                 list.get_mut().retain(|c| c.id != conn.id);
                 if list.get().is_empty() {
                     list.remove();
+                    self.tell(Interest::NotWatching(Arc::from(user)));
                 }
             }
         }
@@ -307,7 +392,36 @@ impl Delivery for Hub {
                 let watchers = lock(&self.watchers);
                 self.push_each(watchers.get(user).into_iter().flatten(), frame)
             }
+            Audience::Connection { user, conn } => {
+                let users = lock(&self.users);
+                let Some(user) = users.get(user) else {
+                    return 0;
+                };
+                self.push_each(user.conns.iter().filter(|c| c.id == conn), frame)
+            }
         }
+    }
+
+    fn membership(
+        &self,
+        room: &RoomId,
+        _user: &Arc<str>,
+        _arrived: bool,
+        frame: Frame,
+        except: Option<ConnId>,
+    ) {
+        self.deliver(
+            Audience::Room {
+                room: room.as_str(),
+                except,
+            },
+            &frame,
+            None,
+        );
+    }
+
+    fn remove_member(&self, room: &RoomId, user: &str) {
+        crate::session::remove_locally(self, self, room, user);
     }
 }
 

@@ -14,8 +14,8 @@ use chat_proto::{
     RoomEvent, RoomId, ServerEvent,
 };
 
-use crate::delivery::Audience;
-use crate::hub::{self, ConnHandle, Frame, Push};
+use crate::delivery::{Audience, Delivery};
+use crate::hub::{self, ConnHandle, Frame, Hub, Push};
 use crate::sequencer::Origin;
 use crate::state::Shared;
 use crate::store::{Actor, NewDeletion, NewEdit, NewEvent, NewMessage, NewReaction, StoreError};
@@ -28,7 +28,7 @@ pub(crate) struct Identity {
     pub(crate) username: Option<Arc<str>>,
 }
 
-pub(crate) use people::remove_from_room;
+pub(crate) use people::remove_locally;
 
 pub(crate) struct Session {
     conn: ConnHandle,
@@ -268,16 +268,24 @@ impl Session {
     fn enter(&self, room_id: &RoomId) {
         let _membership = self.conn.membership();
         if self.shared.hub.join(room_id, &self.conn) == Some(true) {
-            let joined = RoomEvent::UserJoined {
-                room_id: room_id.as_str().to_owned(),
-                user_id: self.identity.user_id.clone(),
-            };
-            self.shared.bus.room_event(&joined, Some(self.conn.id));
+            let joined = hub::frame(&ServerEvent::UserJoined {
+                user_id: &self.identity.user_id,
+                room_id: room_id.as_str(),
+            });
+            let user = &self.identity.user_id;
+            self.shared
+                .bus
+                .membership(room_id, user, true, joined, Some(self.conn.id));
         }
     }
 
     fn exit(&self, room_id: &RoomId) {
-        depart(&self.shared, room_id, &self.conn);
+        depart(
+            &self.shared.hub,
+            self.shared.bus.as_ref(),
+            room_id,
+            &self.conn,
+        );
     }
 
     /// Whether the user may be in the room: anyone in a public room, members
@@ -325,6 +333,9 @@ impl Session {
         }
         let dm_peer = self.admit(&room_id).await?;
         self.enter(&room_id);
+        // Everything committed from here on reaches this process before
+        // the replay's end is read.
+        self.shared.bus.follow(&room_id).await;
         // A membership removed while this join was on its way must not be
         // missed: the removal only finds connections already in the room.
         if room_id.access() == RoomAccess::Private {
@@ -603,9 +614,9 @@ impl Session {
 /// stops typing and when this was their last connection in it; under the
 /// user's membership lock, so that one tab leaving as another joins is
 /// announced in the order it happened. False if it was not in the room.
-fn depart(shared: &Shared, room_id: &RoomId, conn: &ConnHandle) -> bool {
+fn depart(hub: &Hub, bus: &dyn Delivery, room_id: &RoomId, conn: &ConnHandle) -> bool {
     let _membership = conn.membership();
-    let Some(departure) = shared.hub.leave(room_id, conn) else {
+    let Some(departure) = hub.leave(room_id, conn) else {
         return false;
     };
     let room = room_id.as_str();
@@ -616,14 +627,14 @@ fn depart(shared: &Shared, room_id: &RoomId, conn: &ConnHandle) -> bool {
             username,
             is_typing: false,
         };
-        shared.bus.room_event(&stopped, None);
+        bus.room_event(&stopped, None);
     }
     if departure.last_of_user {
-        let left = RoomEvent::UserLeft {
-            room_id: room.to_owned(),
-            user_id: conn.user_id.clone(),
-        };
-        shared.bus.room_event(&left, None);
+        let left = hub::frame(&ServerEvent::UserLeft {
+            user_id: &conn.user_id,
+            room_id: room,
+        });
+        bus.membership(room_id, &conn.user_id, false, left, None);
     }
     true
 }

@@ -7,8 +7,8 @@ use chat_proto::client::{RoomAccess, MAX_PRESENCE_SUBSCRIPTIONS};
 use chat_proto::{ErrorCode, Member, ProtoError, RoomId, ServerEvent};
 
 use super::{depart, forbidden_room, not_in_room, store_failed, Session};
-use crate::hub;
-use crate::state::Shared;
+use crate::delivery::Delivery;
+use crate::hub::{self, Hub};
 use crate::store::{dm_room_id, Change};
 
 impl Session {
@@ -121,12 +121,17 @@ impl Session {
             if !self.rooms.contains(&room_id) {
                 return Err(not_in_room(&room_id));
             }
-            self.shared
-                .hub
-                .users_in(&room_id)
-                .into_iter()
-                .map(|(user, name)| (user.to_string(), Some(name)))
-                .collect()
+            match self.shared.presence.users_in(&room_id).await {
+                // Every node's users, in cluster mode.
+                Some(users) => users.into_iter().map(|user| (user, None)).collect(),
+                None => self
+                    .shared
+                    .hub
+                    .users_in(&room_id)
+                    .into_iter()
+                    .map(|(user, name)| (user.to_string(), Some(name)))
+                    .collect(),
+            }
         } else {
             let store = &self.shared.store;
             if !store
@@ -146,13 +151,15 @@ impl Session {
         };
         let ids: Vec<String> = people.iter().map(|(user, _)| user.clone()).collect();
         let presence = self.shared.presence.of(&ids).await;
+        let names = self.shared.presence.names_of(&ids).await;
         let members: Vec<Member> = people
             .into_iter()
             .zip(presence)
-            .map(|((user_id, name), presence)| Member {
+            .zip(names)
+            .map(|(((user_id, name), presence), known)| Member {
                 username: name
                     .map(|name| name.to_string())
-                    .or_else(|| self.shared.presence.name_of(&user_id))
+                    .or(known)
                     .unwrap_or_else(|| user_id.clone()),
                 user_id,
                 status: presence.status,
@@ -168,15 +175,16 @@ impl Session {
 }
 
 /// A user's membership of a private room was removed: each of their
-/// connections in it leaves it at once and is told `chat.removed`; the
-/// others see them leave. Returns how many connections it took out.
-pub(crate) fn remove_from_room(shared: &Shared, room_id: &RoomId, user: &str) -> usize {
+/// connections in it in this process leaves it at once and is told
+/// `chat.removed`; the others see them leave. Returns how many connections
+/// it took out.
+pub(crate) fn remove_locally(hub: &Hub, bus: &dyn Delivery, room_id: &RoomId, user: &str) -> usize {
     let removed = hub::frame(&ServerEvent::Removed {
         room_id: room_id.as_str(),
     });
     let mut taken_out = 0;
-    for conn in shared.hub.connections_in(room_id, user) {
-        if depart(shared, room_id, &conn) {
+    for conn in hub.connections_in(room_id, user) {
+        if depart(hub, bus, room_id, &conn) {
             conn.removed_from(room_id.clone());
             conn.push(&removed);
             taken_out += 1;

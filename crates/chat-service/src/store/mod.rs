@@ -337,6 +337,10 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("the store's writer has stopped")]
     WriterGone,
+    #[error(
+        "another chat-service is using this database; run several nodes as a cluster (REDIS_URL), or one"
+    )]
+    InUse,
 }
 
 #[derive(Clone)]
@@ -518,6 +522,17 @@ impl Store {
         match self {
             Store::Memory(store) => Ok(store.prune(cutoff_ms)),
             Store::Sql(store) => store.prune(cutoff_ms).await,
+        }
+    }
+
+    /// Makes sure no other service process uses this PostgreSQL database
+    /// without a broker between them (each would deliver only its own
+    /// commits): holds a session lock for as long as the process lives.
+    /// SQLite and memory are one process's anyway.
+    pub async fn claim_sole_use(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Sql(store) => store.claim_sole_use().await,
         }
     }
 

@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chat_proto::server::MAX_REACTION_USERS;
 use chat_proto::{
@@ -61,7 +62,19 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct SqlStore {
     pool: AnyPool,
     writer: Writer,
+    settings: PoolSettings,
+    /// Holds the sole-use lock while the store is open; told to let go.
+    sole_use: Arc<std::sync::Mutex<Option<SoleUse>>>,
 }
+
+/// Tells the holder of the sole-use lock to let go, and hears it did.
+struct SoleUse {
+    release: tokio::sync::oneshot::Sender<()>,
+    released: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// The session lock a lone service holds on its PostgreSQL database.
+const SOLE_USE_LOCK: i64 = 0x6368_6174_5f73_7663; // "chat_svc"
 
 /// What it takes to open a connection to the store, for the read pool and
 /// for the writer alike.
@@ -127,8 +140,76 @@ impl SqlStore {
             .connect(if settings.is_sqlite { 4 } else { 8 })
             .await?;
         MIGRATOR.run(&pool).await?;
-        let writer = Writer::start(settings).await?;
-        Ok(SqlStore { pool, writer })
+        let writer = Writer::start(settings.clone()).await?;
+        Ok(SqlStore {
+            pool,
+            writer,
+            settings,
+            sole_use: Arc::default(),
+        })
+    }
+
+    pub(super) async fn claim_sole_use(&self) -> Result<(), StoreError> {
+        if self.settings.is_sqlite {
+            return Ok(());
+        }
+        use sqlx::Connection;
+        let url = self.settings.url.clone();
+        let mut conn = sqlx::PgConnection::connect(&url).await?;
+        let claimed: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(SOLE_USE_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        if !claimed {
+            return Err(StoreError::InUse);
+        }
+        // The lock lives as long as this connection: keep it (until the
+        // store closes), and say so loudly if it is lost and cannot be
+        // taken again.
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let (done, let_go) = tokio::sync::oneshot::channel::<()>();
+        *self.sole_use.lock().unwrap_or_else(|p| p.into_inner()) = Some(SoleUse {
+            release,
+            released: let_go,
+        });
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(30));
+            tokio::pin!(released);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = &mut released => {
+                        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                            .bind(SOLE_USE_LOCK)
+                            .execute(&mut conn)
+                            .await;
+                        let _ = conn.close().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                }
+                if sqlx::query("SELECT 1").execute(&mut conn).await.is_ok() {
+                    continue;
+                }
+                match sqlx::PgConnection::connect(&url).await {
+                    Ok(mut fresh) => {
+                        let again: Result<bool, _> =
+                            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                                .bind(SOLE_USE_LOCK)
+                                .fetch_one(&mut fresh)
+                                .await;
+                        if !matches!(again, Ok(true)) {
+                            tracing::error!("another chat-service took this database meanwhile; deliveries between them are incomplete");
+                        }
+                        conn = fresh;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "the database lock's connection is down; retrying")
+                    }
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Commits the batch in one transaction on the writer's connection.
@@ -411,6 +492,15 @@ impl SqlStore {
     }
 
     pub(super) async fn close(&self) {
+        let sole_use = self
+            .sole_use
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(SoleUse { release, released }) = sole_use {
+            let _ = release.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(5), released).await;
+        }
         self.writer.close().await;
         self.pool.close().await;
     }
