@@ -178,6 +178,18 @@ async function moderatorDelete(server, roomId, messageId) {
   return response.json();
 }
 
+// The application's say over who is in a private room (the internal API): adds or removes a member.
+async function setRoomMember(server, roomId, userId, member) {
+  const url = `${server.serviceUrl}/rooms/${encodeURIComponent(roomId)}/members/${encodeURIComponent(userId)}`;
+  const response = await fetch(url, {
+    method: member ? 'PUT' : 'DELETE',
+    headers: { 'x-internal-api-key': INTERNAL_API_KEY },
+    signal: AbortSignal.timeout(STEP_TIMEOUT_MS),
+  });
+  if (!response.ok) throw new Error(`membership change answered ${response.status}: ${await response.text()}`);
+  return response.json();
+}
+
 // Another tab of the same signed-in user (same browser context, so the same cookie).
 async function openTab(session) {
   const page = await session.context.newPage();
@@ -274,4 +286,5 @@ module.exports = {
   startServer, launchBrowser, openAs, waitForText, connect, joinRoom, sendMessage, waitForMessages,
   screenshot, sendSystemMessage, startCoturn, fetchIceServers, moderatorDelete, openTab,
   controlVisibility, setHidden, recordFrames, messageIdOf, roomSnapshot, waitForUnread,
+  setRoomMember,
 };
