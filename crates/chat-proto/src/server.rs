@@ -396,9 +396,12 @@ pub enum ServerEvent<'a> {
     #[serde(rename = "chat.dm.incoming", rename_all = "camelCase")]
     DmIncoming {
         room_id: &'a str,
+        /// The author.
         user_id: &'a str,
         username: &'a str,
         message: &'a ChatMessage,
+        /// Who the conversation is with, for the connection it goes to.
+        dm: DmPeer<'a>,
     },
     #[serde(rename = "chat.dm.list", rename_all = "camelCase")]
     DmList {

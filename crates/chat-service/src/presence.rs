@@ -193,15 +193,22 @@ impl Presence {
                 return;
             }
             self.announce(user, state);
-            // Forgotten once told: what is left is the stored `lastSeen`.
-            users.remove(user);
         }
+        // Stored before the state is forgotten, so no answer in between
+        // loses `lastSeen`.
         let change = Change::LastSeen {
             user: user.to_string(),
             at_ms: closed_at,
         };
         if let Err(error) = self.store.change(change).await {
             tracing::warn!(%error, user = ?user, "storing last seen failed");
+        }
+        let mut users = self.users();
+        if users
+            .get(user)
+            .is_some_and(|state| state.generation == generation && state.connections == 0)
+        {
+            users.remove(user);
         }
     }
 

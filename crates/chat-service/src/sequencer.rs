@@ -173,32 +173,35 @@ async fn write_loop(
 
 /// A direct message reaches both participants even where they are not in
 /// the conversation: each of their connections outside it gets
-/// `chat.dm.incoming`, once.
+/// `chat.dm.incoming`, once, naming the other participant.
 fn notify_participants(
     bus: &dyn Delivery,
     participants: &[Arc<str>; 2],
     message: &chat_proto::ChatMessage,
 ) -> usize {
-    let frame = hub::frame(&ServerEvent::DmIncoming {
-        room_id: &message.room_id,
-        user_id: &message.user_id,
-        username: &message.username,
-        message,
-    });
-    participants
-        .iter()
-        .map(|user| {
-            bus.deliver(
-                Audience::User {
-                    user,
-                    except: None,
-                    outside: Some(&message.room_id),
-                },
-                &frame,
-                None,
-            )
-        })
-        .sum()
+    let mut reached = 0;
+    for (user, peer) in [
+        (&participants[0], &participants[1]),
+        (&participants[1], &participants[0]),
+    ] {
+        let frame = hub::frame(&ServerEvent::DmIncoming {
+            room_id: &message.room_id,
+            user_id: &message.user_id,
+            username: &message.username,
+            message,
+            dm: chat_proto::DmPeer { user_id: peer },
+        });
+        reached += bus.deliver(
+            Audience::User {
+                user,
+                except: None,
+                outside: Some(&message.room_id),
+            },
+            &frame,
+            None,
+        );
+    }
+    reached
 }
 
 impl Origin {

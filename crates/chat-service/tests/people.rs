@@ -210,11 +210,16 @@ async fn direct_messages_reach_both_users_everywhere(db: TestDb) {
     ann.say(&room, "hi bob").await;
     let message = ann.expect("chat.message").await;
     // Connections of either user not in the conversation hear of it, once.
-    for other in [&mut ann_elsewhere, &mut bob_tab1, &mut bob_tab2] {
+    for (other, peer) in [
+        (&mut ann_elsewhere, "李雷"),
+        (&mut bob_tab1, "ann"),
+        (&mut bob_tab2, "ann"),
+    ] {
         let incoming = other.expect("chat.dm.incoming").await;
         assert_eq!(
             incoming,
-            json!({"roomId": room, "userId": "ann", "username": "ann", "message": message})
+            json!({"roomId": room, "userId": "ann", "username": "ann", "message": message,
+                "dm": {"userId": peer}})
         );
         other.expect_silence(Duration::from_millis(50)).await;
     }
