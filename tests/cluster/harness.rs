@@ -72,7 +72,10 @@ impl Redis {
                     break;
                 }
             }
-            assert!(tokio::time::Instant::now() < deadline, "redis-server answers");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server answers"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Redis {
@@ -253,6 +256,8 @@ fn encode(text: &str) -> String {
 
 pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The close code the server sent, once it closed.
+    pub close_code: Option<u16>,
 }
 
 impl Client {
@@ -262,11 +267,16 @@ impl Client {
         headers.insert("x-internal-api-key", KEY.parse().unwrap());
         headers.insert("x-user-id", encode(user).parse().unwrap());
         let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-        Client { ws }
+        Client {
+            ws,
+            close_code: None,
+        }
     }
 
     pub async fn to_gateway(addr: &str, user: &str) -> Client {
-        Client::try_gateway(addr, user).await.expect("the gateway takes the client")
+        Client::try_gateway(addr, user)
+            .await
+            .expect("the gateway takes the client")
     }
 
     pub async fn try_gateway(addr: &str, user: &str) -> Option<Client> {
@@ -277,19 +287,26 @@ impl Client {
             Duration::from_secs(3600),
         )
         .unwrap();
-        let mut request = format!("ws://{addr}/chat/ws").into_client_request().unwrap();
+        let mut request = format!("ws://{addr}/chat/ws")
+            .into_client_request()
+            .unwrap();
         request
             .headers_mut()
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
         tokio_tungstenite::connect_async(request)
             .await
             .ok()
-            .map(|(ws, _)| Client { ws })
+            .map(|(ws, _)| Client {
+                ws,
+                close_code: None,
+            })
     }
 
     pub async fn send(&mut self, event: &str, data: Value) {
         self.ws
-            .send(Message::text(json!({"event": event, "data": data}).to_string()))
+            .send(Message::text(
+                json!({"event": event, "data": data}).to_string(),
+            ))
             .await
             .unwrap();
     }
@@ -320,6 +337,33 @@ impl Client {
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(other)) => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Like [`Client::next_event_within`], but a quiet wait is `Err`.
+    pub async fn try_next_event(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Option<(String, Value)>, tokio::time::error::Elapsed> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next()).await?;
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(&text).unwrap();
+                    return Ok(Some((
+                        value["event"].as_str().unwrap().to_owned(),
+                        value["data"].clone(),
+                    )));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Close(frame))) => {
+                    self.close_code = frame.map(|f| u16::from(f.code));
+                    return Ok(None);
+                }
+                Some(Err(_)) | None => return Ok(None),
                 Some(Ok(other)) => panic!("expected a text frame, got {other:?}"),
             }
         }
@@ -384,7 +428,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
