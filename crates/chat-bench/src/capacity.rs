@@ -104,7 +104,7 @@ impl CapacityParams {
 }
 
 pub async fn run(
-    target: &Arc<Target>,
+    targets: &[Arc<Target>],
     sources: &SourceAddrs,
     shape: Shape,
     params: &CapacityParams,
@@ -113,7 +113,7 @@ pub async fn run(
 ) -> Result<CapacityReport, BenchError> {
     params.validate()?;
     let setup = progress::bar(shape.connections() as u64, "connecting", quiet);
-    let swarm = Swarm::open(target, sources, shape, concurrency, &setup).await?;
+    let swarm = Swarm::open(targets, sources, shape, concurrency, &setup).await?;
     setup.finish_and_clear();
     let publishers_total = swarm.shape().rooms * swarm.shape().publishers;
     let members = swarm.shape().members;

@@ -30,7 +30,7 @@ pub struct CommonArgs {
     /// What to connect to.
     #[arg(long, value_enum, default_value_t = TargetKind::Service, global = true)]
     pub target: TargetKind,
-    /// WebSocket URL [default: ws://127.0.0.1:3000/chat/ws for the gateway, ws://127.0.0.1:3002/ws for the service].
+    /// WebSocket URL [default: ws://127.0.0.1:3000/chat/ws for the gateway, ws://127.0.0.1:3002/ws for the service]; several, comma-separated, for the nodes of a cluster (connections go round robin, or as --placement says).
     #[arg(long, global = true)]
     pub url: Option<String>,
     /// HS256 secret the gateway verifies tokens with.
@@ -75,6 +75,11 @@ pub struct ShapeArgs {
     /// Message text size in bytes (at least the timestamp stamp).
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
+    /// With several `--url`s (nodes of a cluster): members spread round
+    /// robin, or publishers on the first node and everyone else on the
+    /// others (every delivery crosses nodes).
+    #[arg(long, value_enum, default_value_t = crate::fanout::Placement::Spread)]
+    pub placement: crate::fanout::Placement,
 }
 
 #[derive(Subcommand, Debug)]

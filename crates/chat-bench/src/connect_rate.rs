@@ -25,7 +25,7 @@ pub struct ConnectReport {
 }
 
 pub async fn run(
-    target: &Arc<Target>,
+    targets: &[Arc<Target>],
     sources: &SourceAddrs,
     count: usize,
     room_size: usize,
@@ -36,11 +36,12 @@ pub async fn run(
         .map(|user| Seat {
             user,
             room: format!("connect-r{}", user / room_size.max(1)),
+            node: user % targets.len(),
         })
         .collect();
     let bar = progress::bar(count as u64, "connecting", quiet);
     let started = Instant::now();
-    let opened = open_all(target, sources, seats, concurrency, &bar).await?;
+    let opened = open_all(targets, sources, seats, concurrency, &bar).await?;
     let elapsed = started.elapsed();
     bar.finish_and_clear();
     drop(opened.connections);
@@ -51,7 +52,7 @@ pub async fn run(
         histogram.saturating_record(time.as_micros().max(1) as u64);
     }
     Ok(ConnectReport {
-        target: target.kind(),
+        target: targets[0].kind(),
         connections: count,
         concurrency,
         elapsed_s: elapsed.as_secs_f64(),

@@ -26,12 +26,38 @@ use crate::target::Target;
 /// Lead time between spawning the load tasks and the first send.
 const START_LEAD: Duration = Duration::from_millis(200);
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Shape {
     pub rooms: usize,
     pub members: usize,
     pub publishers: usize,
     pub payload: usize,
+    /// Which of several nodes each member connects to.
+    pub placement: Placement,
+}
+
+/// Where members go when there are several nodes (`--url a,b,...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// Round robin over the nodes.
+    Spread,
+    /// Publishers on the first node, every other member on the others: every
+    /// delivery crosses nodes.
+    Apart,
+}
+
+impl Placement {
+    /// The node of member `member` (of `members`, the first `publishers`
+    /// publishing) of room `room`, among `nodes`.
+    pub fn node(self, room: usize, member: usize, shape: &Shape, nodes: usize) -> usize {
+        match self {
+            _ if nodes <= 1 => 0,
+            Placement::Spread => (room * shape.members + member) % nodes,
+            Placement::Apart if member < shape.publishers => 0,
+            Placement::Apart => 1 + (room * shape.members + member) % (nodes - 1),
+        }
+    }
 }
 
 impl Shape {
@@ -101,22 +127,24 @@ pub fn room_id(room: usize) -> String {
 impl Swarm {
     /// Opens every member connection and waits until all have joined.
     pub async fn open(
-        target: &Arc<Target>,
+        targets: &[Arc<Target>],
         sources: &SourceAddrs,
         shape: Shape,
         concurrency: usize,
         progress: &ProgressBar,
     ) -> Result<Swarm, BenchError> {
         shape.validate()?;
+        let nodes = targets.len();
         let seats = (0..shape.rooms)
             .flat_map(|room| {
                 (0..shape.members).map(move |m| Seat {
                     user: room * shape.members + m,
                     room: room_id(room),
+                    node: shape.placement.node(room, m, &shape, nodes),
                 })
             })
             .collect();
-        let opened = open_all(target, sources, seats, concurrency, progress).await?;
+        let opened = open_all(targets, sources, seats, concurrency, progress).await?;
         let mut connections = opened.connections.into_iter();
         let rooms = (0..shape.rooms)
             .map(|room| {
@@ -133,7 +161,7 @@ impl Swarm {
             })
             .collect();
         Ok(Swarm {
-            target_kind: target.kind(),
+            target_kind: targets[0].kind(),
             shape,
             rooms,
         })

@@ -66,7 +66,7 @@ pub fn resident_kb(pid: u32) -> Result<u64, BenchError> {
 }
 
 pub async fn run(
-    target: &Arc<Target>,
+    targets: &[Arc<Target>],
     sources: &SourceAddrs,
     params: &IdleParams,
     concurrency: usize,
@@ -82,11 +82,12 @@ pub async fn run(
         .map(|user| Seat {
             user,
             room: format!("idle-r{}", user / room_size),
+            node: user % targets.len(),
         })
         .collect();
     let bar = progress::bar(params.connections as u64, "connecting", quiet);
     let started = Instant::now();
-    let opened = open_all(target, sources, seats, concurrency, &bar).await?;
+    let opened = open_all(targets, sources, seats, concurrency, &bar).await?;
     let setup = started.elapsed();
     bar.finish_and_clear();
 
@@ -118,7 +119,7 @@ pub async fn run(
     let bytes_per_connection = (!processes.is_empty() && params.connections > 0)
         .then(|| growth_kb as f64 * 1024.0 / params.connections as f64);
     Ok(IdleReport {
-        target: target.kind(),
+        target: targets[0].kind(),
         connections: params.connections,
         rooms: params.connections.div_ceil(room_size),
         setup_s: setup.as_secs_f64(),

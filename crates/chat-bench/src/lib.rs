@@ -38,7 +38,8 @@ use target::{Auth, Target};
 pub async fn run(cli: Cli) -> Result<(), BenchError> {
     let file_limit = fdlimit::raise()?;
     let common = &cli.common;
-    let target = Arc::new(resolve_target(common).await?);
+    let targets = resolve_targets(common).await?;
+    let target = &targets[0];
     let connections = match &cli.command {
         Command::Fanout { shape, .. } | Command::Capacity { shape, .. } => {
             shape.rooms * shape.members
@@ -76,7 +77,7 @@ pub async fn run(cli: Cli) -> Result<(), BenchError> {
             };
             let setup = progress::bar(connections as u64, "connecting", quiet);
             let mut swarm =
-                Swarm::open(&target, &sources, shape, common.concurrency, &setup).await?;
+                Swarm::open(&targets, &sources, shape, common.concurrency, &setup).await?;
             setup.finish_and_clear();
             let bar = progress::bar(0, "fanout", quiet);
             let report = swarm
@@ -109,7 +110,7 @@ pub async fn run(cli: Cli) -> Result<(), BenchError> {
                 max_p99_ms,
             };
             let report = capacity::run(
-                &target,
+                &targets,
                 &sources,
                 to_shape(&shape),
                 &params,
@@ -131,12 +132,12 @@ pub async fn run(cli: Cli) -> Result<(), BenchError> {
                 hold: seconds(hold),
                 pids,
             };
-            let report = idle::run(&target, &sources, &params, common.concurrency, quiet).await?;
+            let report = idle::run(&targets, &sources, &params, common.concurrency, quiet).await?;
             print(common.json, &report, || report.table())
         }
         Command::Connect { count, room_size } => {
             let report = connect_rate::run(
-                &target,
+                &targets,
                 &sources,
                 count,
                 room_size,
@@ -149,7 +150,16 @@ pub async fn run(cli: Cli) -> Result<(), BenchError> {
     }
 }
 
-async fn resolve_target(common: &CommonArgs) -> Result<Target, BenchError> {
+/// Every node `--url` names (comma-separated), in order.
+async fn resolve_targets(common: &CommonArgs) -> Result<Vec<Arc<Target>>, BenchError> {
+    let mut targets = Vec::new();
+    for url in common.url.as_deref().unwrap_or("").split(',') {
+        targets.push(Arc::new(resolve_target(common, url.trim()).await?));
+    }
+    Ok(targets)
+}
+
+async fn resolve_target(common: &CommonArgs, url: &str) -> Result<Target, BenchError> {
     let missing =
         |what: &str| BenchError::InvalidParams(format!("{what} is required for this target"));
     let (default_url, auth) = match common.target {
@@ -173,12 +183,13 @@ async fn resolve_target(common: &CommonArgs) -> Result<Target, BenchError> {
             },
         ),
     };
-    let url = common.url.as_deref().unwrap_or(default_url);
+    let url = if url.is_empty() { default_url } else { url };
     Target::resolve(url, auth, common.allow_non_loopback).await
 }
 
 fn to_shape(args: &ShapeArgs) -> Shape {
     Shape {
+        placement: args.placement,
         rooms: args.rooms,
         members: args.members,
         publishers: args.publishers,

@@ -10,11 +10,13 @@ use crate::client::{open_joined, SourceAddrs, Ws};
 use crate::error::BenchError;
 use crate::target::Target;
 
-/// A connection to open: the user index and the room it joins.
+/// A connection to open: the user index, the room it joins, and which of
+/// the targets (nodes) it connects to.
 #[derive(Clone, Debug)]
 pub struct Seat {
     pub user: usize,
     pub room: String,
+    pub node: usize,
 }
 
 /// Opened connections in `seats` order, each with its setup time.
@@ -26,7 +28,7 @@ pub struct Opened {
 /// Opens and joins every seat, `concurrency` at a time, spread over worker
 /// tasks so setup runs on every core. Stops at the first failure.
 pub async fn open_all(
-    target: &Arc<Target>,
+    targets: &[Arc<Target>],
     sources: &SourceAddrs,
     seats: Vec<Seat>,
     concurrency: usize,
@@ -37,8 +39,8 @@ pub async fn open_all(
     let failed = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..concurrency.clamp(1, seats.len().max(1)))
         .map(|_| {
-            let (target, sources, seats, next, failed, progress) = (
-                Arc::clone(target),
+            let (targets, sources, seats, next, failed, progress) = (
+                targets.to_vec(),
                 sources.clone(),
                 Arc::clone(&seats),
                 Arc::clone(&next),
@@ -52,7 +54,8 @@ pub async fn open_all(
                     let Some(seat) = seats.get(i) else { break };
                     let started = Instant::now();
                     let source = sources.for_connection(seat.user);
-                    match open_joined(&target, source, seat.user, &seat.room).await {
+                    let target = &targets[seat.node % targets.len()];
+                    match open_joined(target, source, seat.user, &seat.room).await {
                         Ok(ws) => opened.push((i, ws, started.elapsed())),
                         Err(e) => {
                             failed.store(true, Ordering::Relaxed);

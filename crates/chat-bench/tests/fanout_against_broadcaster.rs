@@ -34,9 +34,10 @@ async fn tiny_fanout_delivers_everything() {
         members: 5,
         publishers: 2,
         payload: 64,
+        placement: chat_bench::fanout::Placement::Spread,
     };
     let hidden = ProgressBar::hidden();
-    let mut swarm = Swarm::open(&target, &sources, shape, 8, &hidden)
+    let mut swarm = Swarm::open(&[target.clone()], &sources, shape, 8, &hidden)
         .await
         .unwrap();
 
@@ -84,7 +85,7 @@ async fn connect_rate_over_two_source_addresses() {
     let target = Arc::new(Target::resolve(&url, auth, false).await.unwrap());
     let sources = SourceAddrs::plan(40, 20, None, target.addr).unwrap();
     assert_eq!(sources.len(), 2);
-    let report = chat_bench::connect_rate::run(&target, &sources, 40, 10, 8, true)
+    let report = chat_bench::connect_rate::run(&[target.clone()], &sources, 40, 10, 8, true)
         .await
         .unwrap();
     assert_eq!(report.connections, 40);
