@@ -37,7 +37,7 @@ async fn tiny_fanout_delivers_everything() {
         placement: chat_bench::fanout::Placement::Spread,
     };
     let hidden = ProgressBar::hidden();
-    let mut swarm = Swarm::open(&[target.clone()], &sources, shape, 8, &hidden)
+    let mut swarm = Swarm::open(std::slice::from_ref(&target), &sources, shape, 8, &hidden)
         .await
         .unwrap();
 
@@ -85,9 +85,10 @@ async fn connect_rate_over_two_source_addresses() {
     let target = Arc::new(Target::resolve(&url, auth, false).await.unwrap());
     let sources = SourceAddrs::plan(40, 20, None, target.addr).unwrap();
     assert_eq!(sources.len(), 2);
-    let report = chat_bench::connect_rate::run(&[target.clone()], &sources, 40, 10, 8, true)
-        .await
-        .unwrap();
+    let report =
+        chat_bench::connect_rate::run(std::slice::from_ref(&target), &sources, 40, 10, 8, true)
+            .await
+            .unwrap();
     assert_eq!(report.connections, 40);
     assert_eq!(report.latency.count, 40);
     assert!(report.connections_per_sec > 0.0);
