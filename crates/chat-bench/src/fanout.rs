@@ -45,6 +45,9 @@ pub enum Placement {
     /// Publishers on the first node, every other member on the others: every
     /// delivery crosses nodes.
     Apart,
+    /// Each room's members all on one node, rooms round robin: rooms spread
+    /// over the nodes.
+    ByRoom,
 }
 
 impl Placement {
@@ -56,6 +59,7 @@ impl Placement {
             Placement::Spread => (room * shape.members + member) % nodes,
             Placement::Apart if member < shape.publishers => 0,
             Placement::Apart => 1 + (room * shape.members + member) % (nodes - 1),
+            Placement::ByRoom => room % nodes,
         }
     }
 }

@@ -74,6 +74,7 @@ pub(crate) struct ClusterMetrics {
     redis_up: Gauge,
     outages: Counter,
     published: Counter,
+    published_bytes: Counter,
     publish_dropped: Counter,
     received: Counter,
     received_bytes: Counter,
@@ -90,6 +91,7 @@ impl ClusterMetrics {
             redis_up: gauge!("chat_cluster_redis_up"),
             outages: counter!("chat_cluster_redis_outages_total"),
             published: counter!("chat_cluster_published_total"),
+            published_bytes: counter!("chat_cluster_published_bytes_total"),
             publish_dropped: counter!("chat_cluster_publish_dropped_total"),
             received: counter!("chat_cluster_received_total"),
             received_bytes: counter!("chat_cluster_received_bytes_total"),
@@ -313,6 +315,7 @@ impl Cluster {
             self.outgoing_bytes.fetch_sub(bytes, Ordering::AcqRel);
             let mut publications = redis::pipe();
             let mut pending: Vec<Option<(RoomId, u64)>> = Vec::new();
+            let mut pending_bytes = 0u64;
             for outgoing in batch.drain(..) {
                 match outgoing {
                     Outgoing::Publish {
@@ -320,6 +323,7 @@ impl Cluster {
                         payload,
                         durable,
                     } => {
+                        pending_bytes += payload.len() as u64;
                         publications.publish(channel, payload.as_ref()).ignore();
                         pending.push(durable);
                     }
@@ -331,6 +335,7 @@ impl Cluster {
                 }
             }
             self.flush(&mut publications, &mut pending).await;
+            self.metrics.published_bytes.increment(pending_bytes);
         }
     }
 
