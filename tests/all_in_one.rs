@@ -300,3 +300,37 @@ async fn empty_or_short_secrets_are_refused_at_start() {
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least 32 bytes"));
 }
+
+/// Cluster mode needs a database every node shares: with SQLite or memory
+/// the service refuses at start, with one line saying why.
+#[tokio::test]
+async fn cluster_mode_on_a_store_nodes_cannot_share_is_refused() {
+    for store in ["memory:", "sqlite://data/never-created.db"] {
+        let mut service = Command::new(env!("CARGO_BIN_EXE_chat-service"));
+        service
+            .env("INTERNAL_API_KEY", "an-internal-key-of-16+")
+            .env("PORT", "0")
+            .env("DATABASE_URL", store)
+            .env("REDIS_URL", "redis://127.0.0.1:1")
+            .env("METRICS_ADDR", "")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut chat = chat_command();
+        chat.env("DATABASE_URL", store)
+            .env("REDIS_URL", "redis://127.0.0.1:1")
+            .stderr(Stdio::piped());
+        for mut command in [service, chat] {
+            let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+                .await
+                .expect("exits at once")
+                .unwrap();
+            assert!(!output.status.success(), "started anyway on {store}");
+            let stderr = String::from_utf8(output.stderr).unwrap();
+            assert!(
+                stderr.contains("cluster mode (REDIS_URL) needs a PostgreSQL DATABASE_URL"),
+                "{stderr}"
+            );
+            assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        }
+    }
+}

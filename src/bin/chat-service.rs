@@ -34,7 +34,8 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("chat-service: INTERNAL_API_KEY is required (the secret the gateway presents in x-internal-api-key)");
         std::process::exit(2);
     };
-    if let Err(why) = chat_proto::limits::check_internal_api_key(&key) {
+    let mut config = args.service.into_config(key, args.redis_url);
+    if let Err(why) = config.check() {
         eprintln!("chat-service: {why}");
         std::process::exit(2);
     }
@@ -53,12 +54,14 @@ async fn main() -> anyhow::Result<()> {
     if let Some(addr) = chat::spawn_metrics(&args.metrics_addr, metrics.clone()).await? {
         println!("metrics on http://{addr}/metrics");
     }
-    let mut config = args.service.into_config(key, args.redis_url);
     config.limits.max_connections =
         chat::connections_within(open_files, 1, config.limits.max_connections);
     config.metrics = Some(metrics);
-    chat_service::run(listener, config, shutdown)
-        .await
-        .context("chat service failed")?;
+    if let Err(error) = chat_service::run(listener, config, shutdown).await {
+        // One line, like every other refusal (another service on the
+        // database, a store that cannot be opened).
+        eprintln!("chat-service: {error}");
+        std::process::exit(1);
+    }
     Ok(())
 }

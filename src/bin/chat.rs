@@ -153,6 +153,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics_addr = chat::spawn_metrics(&args.metrics_addr, metrics.clone()).await?;
     gateway_config.metrics = Some(metrics.clone());
     let mut service_config = args.service.into_config(internal_key, redis_url);
+    service_config.check().map_err(anyhow::Error::msg)?;
     service_config.metrics = Some(metrics);
 
     let (stop_gateway, gateway_stop) = watch::channel(false);

@@ -80,6 +80,23 @@ impl Config {
     }
 }
 
+impl Config {
+    /// What would stop the service at start, as one line to show: a weak
+    /// internal key; cluster mode on a store the nodes cannot share.
+    pub fn check(&self) -> Result<(), String> {
+        chat_proto::limits::check_internal_api_key(&self.internal_api_key)?;
+        let postgres = self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://");
+        if self.cluster.is_some() && !postgres {
+            return Err(format!(
+                "cluster mode (REDIS_URL) needs a PostgreSQL DATABASE_URL that every node shares; {} is not one",
+                redact_url(&self.database_url)
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")

@@ -64,14 +64,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
-    chat_proto::limits::check_internal_api_key(&config.internal_api_key)
-        .map_err(ServiceError::Config)?;
-    if config.cluster.is_some() && !is_postgres(&config.database_url) {
-        return Err(ServiceError::Config(format!(
-            "cluster mode (REDIS_URL) needs a PostgreSQL DATABASE_URL that every node shares; {} is not one",
-            redact_url(&config.database_url)
-        )));
-    }
+    config.check().map_err(ServiceError::Config)?;
     let store = Store::open(&config.database_url).await?;
     if config.cluster.is_none() {
         // Without a broker, a second process on the database would deliver
@@ -168,10 +161,6 @@ pub async fn run(
     store.close().await;
     tracing::info!("chat service stopped");
     Ok(())
-}
-
-fn is_postgres(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 async fn prune_forever(store: Store, days: u32) {
