@@ -120,6 +120,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .host
         .unwrap_or_else(|| if dev_login { "127.0.0.1" } else { "0.0.0.0" }.to_owned());
     let mut gateway_args = args.gateway;
+    // One REDIS_URL for both halves: the gateway counts per-user caps
+    // there, the service joins its cluster.
+    let service_config = args
+        .service
+        .into_config(internal_key.clone(), gateway_args.redis_url.clone());
+    service_config.check().map_err(anyhow::Error::msg)?;
 
     // Bind both first so port 0 works and the printed URLs are real.
     let service_listener = TcpListener::bind(("127.0.0.1", args.service_port))
@@ -127,9 +133,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.service_port))?;
     let service_addr = service_listener.local_addr()?;
     gateway_args.chat_service_url = format!("http://{service_addr}");
-    // One REDIS_URL for both halves: the gateway counts per-user caps
-    // there, the service joins its cluster.
-    let redis_url = gateway_args.redis_url.clone();
+
     let gateway_listener = TcpListener::bind((host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {host}:{}", args.port))?;
@@ -152,8 +156,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = chat_service::install_metrics_recorder();
     let metrics_addr = chat::spawn_metrics(&args.metrics_addr, metrics.clone()).await?;
     gateway_config.metrics = Some(metrics.clone());
-    let mut service_config = args.service.into_config(internal_key, redis_url);
-    service_config.check().map_err(anyhow::Error::msg)?;
+    let mut service_config = service_config;
     service_config.metrics = Some(metrics);
 
     let (stop_gateway, gateway_stop) = watch::channel(false);
