@@ -12,6 +12,7 @@
 //! - `session`: the protocol rules for one connection.
 //! - `hub`: rooms, membership announcements and fan-out (synchronous).
 //! - `sequencer`: the single writer that commits, then delivers, messages.
+//! - `calls`: voice and video calls: ringing, signaling relay, call state.
 //! - [`store`]: `seq` assignment and history on memory, SQLite or PostgreSQL.
 //! - [`config`]: settings and their flags.
 //!
@@ -20,6 +21,7 @@
 //! WebSocket with 1001, waits for connection tasks (bounded), lets the
 //! writer commit what it had accepted, and returns.
 
+mod calls;
 mod config;
 mod connection;
 mod delivery;
@@ -41,7 +43,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{redact_url, Config, Limits, ServiceArgs};
+pub use config::{redact_url, CallLimits, Config, Limits, ServiceArgs};
 pub use error::ServiceError;
 pub use metrics::install_recorder as install_metrics_recorder;
 
@@ -82,6 +84,12 @@ pub async fn run(
         .message_retention_days
         .map(|days| tokio::spawn(prune_forever(store.clone(), days)));
     let token = CancellationToken::new();
+    let calls = calls::Calls::new(
+        config.limits.calls.clone(),
+        bus.clone(),
+        sequencer.clone(),
+        token.clone(),
+    );
     let shared = Arc::new(Shared {
         config,
         hub,
@@ -89,6 +97,7 @@ pub async fn run(
         store: store.clone(),
         presence: presence.clone(),
         sequencer,
+        calls,
         metrics,
         prometheus,
         shutdown: token.clone(),
@@ -126,6 +135,7 @@ pub async fn run(
     }
     presence.store_last_seen().await;
     drop(presence);
+    shared.calls.stop().await;
     // The writer ends once every sender is gone; it commits what it holds.
     drop(shared);
     let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;

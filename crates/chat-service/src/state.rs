@@ -4,6 +4,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::calls::Calls;
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::hub::Hub;
@@ -22,6 +23,7 @@ pub(crate) struct Shared {
     pub(crate) store: Store,
     pub(crate) presence: Arc<Presence>,
     pub(crate) sequencer: Sequencer,
+    pub(crate) calls: Arc<Calls>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) prometheus: PrometheusHandle,
     /// Cancelled when the service starts shutting down.

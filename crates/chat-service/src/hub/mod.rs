@@ -307,6 +307,13 @@ impl Delivery for Hub {
                 let watchers = lock(&self.watchers);
                 self.push_each(watchers.get(user).into_iter().flatten(), frame)
             }
+            Audience::Connection { user, conn } => {
+                let users = lock(&self.users);
+                let Some(user) = users.get(user) else {
+                    return 0;
+                };
+                self.push_each(user.conns.iter().filter(|c| c.id == conn), frame)
+            }
         }
     }
 }
