@@ -1,7 +1,7 @@
 //! Calls: the ICE servers route, and signaling frames' own rate limit
 //! (ICE candidate bursts pass, floods are still cut), against a real
-//! service that answers `chat.call.signal` with `unknown_event` today: each
-//! such answer is one frame that reached it.
+//! service that answers a `chat.call.signal` for a call it does not have
+//! with `not_found`: each such answer is one frame that reached it.
 
 mod common;
 
@@ -123,7 +123,7 @@ async fn ice_servers_need_a_token_and_share_the_api_rate() {
 fn signal(i: usize) -> Message {
     let frame = json!({
         "event": "chat.call.signal",
-        "data": {"callId": "call-1", "toUserId": "bob", "signal": {"candidate": format!("candidate:{i} 1 udp 1 127.0.0.1 {} typ relay", 50_000 + i)}},
+        "data": {"callId": "call-1", "toUserId": "bob", "signal": {"type": "candidate", "candidate": {"candidate": format!("candidate:{i} 1 udp 1 127.0.0.1 {} typ relay", 50_000 + i), "sdpMid": "0"}}},
     });
     Message::text(frame.to_string())
 }
@@ -132,14 +132,14 @@ fn signal(i: usize) -> Message {
 /// `rate_limited` notices.
 #[derive(Default, Debug)]
 struct Answers {
-    unknown_event: usize,
+    not_found: usize,
     not_in_room: usize,
     rate_limited: usize,
 }
 
 impl Answers {
     fn total(&self) -> usize {
-        self.unknown_event + self.not_in_room + self.rate_limited
+        self.not_found + self.not_in_room + self.rate_limited
     }
 
     async fn read(ws: &mut Client, count: usize) -> Answers {
@@ -147,7 +147,7 @@ impl Answers {
         while answers.total() < count {
             let value = next_event(ws, "error").await;
             match value["data"]["code"].as_str() {
-                Some("unknown_event") => answers.unknown_event += 1,
+                Some("not_found") => answers.not_found += 1,
                 Some("not_in_room") => answers.not_in_room += 1,
                 Some("rate_limited") => answers.rate_limited += 1,
                 other => panic!("unexpected error {other:?}"),
@@ -177,7 +177,7 @@ async fn an_ice_candidate_burst_gets_through_while_chat_stays_limited() {
     ws.flush().await.unwrap();
     let answers = Answers::read(&mut ws, 60).await;
     assert_eq!(
-        (answers.unknown_event, answers.rate_limited),
+        (answers.not_found, answers.rate_limited),
         (60, 0),
         "every signal reached the service"
     );
@@ -217,7 +217,7 @@ async fn a_sustained_signal_flood_is_limited_then_closed() {
             Some(Ok(Message::Text(text))) => {
                 let value: Value = serde_json::from_str(&text).unwrap();
                 match value["data"]["code"].as_str() {
-                    Some("unknown_event") => answers.unknown_event += 1,
+                    Some("not_found") => answers.not_found += 1,
                     Some("rate_limited") => answers.rate_limited += 1,
                     other => panic!("unexpected {other:?}"),
                 }
@@ -232,7 +232,7 @@ async fn a_sustained_signal_flood_is_limited_then_closed() {
     // only the upper bound is exact: the burst and what refilled meanwhile.
     let refilled = 20 * (started.elapsed().as_secs() as usize + 1);
     assert!(
-        (1..=100 + refilled).contains(&answers.unknown_event),
+        (1..=100 + refilled).contains(&answers.not_found),
         "{answers:?}"
     );
     assert!(answers.rate_limited >= 90, "{answers:?}");

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::server::ChatMessage;
+use crate::server::HistoryItem;
 
 /// The key the gateway presents to the service on every request.
 pub const INTERNAL_KEY_HEADER: &str = "x-internal-api-key";
@@ -146,7 +146,7 @@ pub struct HistoryQuery {
 #[serde(rename_all = "camelCase")]
 pub struct HistoryResponse {
     pub room_id: String,
-    pub messages: Vec<ChatMessage>,
+    pub messages: Vec<HistoryItem>,
     pub has_more: bool,
 }
 

@@ -13,6 +13,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::call::{CallId, CallMedia, CallRequest, Signal};
 use crate::error::{ErrorCode, ProtoError};
 use crate::limits::ProtoLimits;
 
@@ -173,6 +174,8 @@ pub enum ClientEvent {
     Members {
         room_id: RoomId,
     },
+    /// A voice or video call request (`chat.call.*`).
+    Call(CallRequest),
 }
 
 impl ClientEvent {
@@ -199,6 +202,13 @@ impl ClientEvent {
             ClientEvent::Status { .. } => EventKind::Status,
             ClientEvent::Presence { .. } => EventKind::Presence,
             ClientEvent::Members { .. } => EventKind::Members,
+            ClientEvent::Call(request) => match request {
+                CallRequest::Start { .. } => EventKind::CallStart,
+                CallRequest::Accept { .. } => EventKind::CallAccept,
+                CallRequest::Decline { .. } => EventKind::CallDecline,
+                CallRequest::Hangup { .. } => EventKind::CallHangup,
+                CallRequest::Signal { .. } => EventKind::CallSignal,
+            },
         }
     }
 }
@@ -248,6 +258,18 @@ pub enum EventKind {
     Presence,
     #[strum(serialize = "chat.members")]
     Members,
+    #[strum(serialize = "chat.call.start")]
+    CallStart,
+    #[strum(serialize = "chat.call.accept")]
+    CallAccept,
+    #[strum(serialize = "chat.call.decline")]
+    CallDecline,
+    #[strum(serialize = "chat.call.hangup")]
+    CallHangup,
+    /// Named by [`crate::rate::CALL_SIGNAL_EVENT`], which the gateway's rate
+    /// limit reads.
+    #[strum(serialize = "chat.call.signal")]
+    CallSignal,
 }
 
 impl EventKind {
@@ -618,6 +640,78 @@ impl EventData for MembersData {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CallStartData {
+    room_id: Option<Loose<String>>,
+    media: Option<Loose<String>>,
+}
+
+impl EventData for CallStartData {
+    fn validate(self, limits: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        let media = match self.media {
+            Some(Loose::Valid(media)) => CallMedia::from_str(&media).ok(),
+            _ => None,
+        }
+        .ok_or_else(|| invalid_format("media must be \"audio\" or \"video\""))?;
+        Ok(ClientEvent::Call(CallRequest::Start {
+            room_id: room_id(self.room_id, limits)?,
+            media,
+        }))
+    }
+}
+
+/// `chat.call.accept`, `chat.call.decline` and `chat.call.hangup` share
+/// their data; `ANSWER` says which it is.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CallIdData<const ANSWER: u8> {
+    call_id: Option<Loose<String>>,
+}
+
+const ACCEPT: u8 = 0;
+const DECLINE: u8 = 1;
+const HANGUP: u8 = 2;
+
+impl<const ANSWER: u8> EventData for CallIdData<ANSWER> {
+    fn validate(self, _: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        let call_id = call_id(self.call_id)?;
+        Ok(ClientEvent::Call(match ANSWER {
+            ACCEPT => CallRequest::Accept { call_id },
+            DECLINE => CallRequest::Decline { call_id },
+            _ => CallRequest::Hangup { call_id },
+        }))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CallSignalData {
+    call_id: Option<Loose<String>>,
+    to_user_id: Option<Loose<String>>,
+    signal: Option<Box<RawValue>>,
+}
+
+impl EventData for CallSignalData {
+    fn validate(self, _: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        Ok(ClientEvent::Call(CallRequest::Signal {
+            call_id: call_id(self.call_id)?,
+            to_user_id: user_id(self.to_user_id)?,
+            signal: Signal::parse(
+                self.signal
+                    .ok_or_else(|| invalid_format("signal is required and must be an object"))?,
+            )?,
+        }))
+    }
+}
+
+fn call_id(field: Option<Loose<String>>) -> Result<CallId, ProtoError> {
+    match field {
+        Some(Loose::Valid(raw)) => CallId::parse(&raw),
+        _ => Err(invalid_format("callId is required and must be a string")),
+    }
+}
+
 fn user_id(field: Option<Loose<String>>) -> Result<String, ProtoError> {
     match field {
         Some(Loose::Valid(id)) if crate::api::valid_user_id(&id) => Ok(id),
@@ -694,6 +788,11 @@ pub fn parse_client_frame(text: &str, limits: &ProtoLimits) -> Result<ClientEven
         EventKind::Status => validated::<StatusData>(data, limits),
         EventKind::Presence => validated::<PresenceData>(data, limits),
         EventKind::Members => validated::<MembersData>(data, limits),
+        EventKind::CallStart => validated::<CallStartData>(data, limits),
+        EventKind::CallAccept => validated::<CallIdData<ACCEPT>>(data, limits),
+        EventKind::CallDecline => validated::<CallIdData<DECLINE>>(data, limits),
+        EventKind::CallHangup => validated::<CallIdData<HANGUP>>(data, limits),
+        EventKind::CallSignal => validated::<CallSignalData>(data, limits),
     }
 }
 

@@ -30,6 +30,10 @@ pub enum ErrorCode {
     InvalidUser,
     /// A connection watching the presence of more users than it may.
     TooManySubscriptions,
+    /// The call has the most participants it may have.
+    CallFull,
+    /// A call signal larger than the relay takes.
+    SignalTooLarge,
 }
 
 impl ErrorCode {

@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`api`]: bodies of the service's HTTP API.
+//! - [`call`]: voice and video calls: requests, their answers, the record.
 //! - [`client`]: parsing and validating what clients send.
 //! - [`server`]: the events the server sends and their encoding.
 //! - [`error`]: machine-readable error codes and the protocol error type.
@@ -19,6 +20,7 @@
 //! `unknown_event` so that typos are visible.
 
 pub mod api;
+pub mod call;
 pub mod client;
 pub mod error;
 pub mod limits;
@@ -31,6 +33,7 @@ pub use error::{ErrorCode, ProtoError};
 pub use limits::ProtoLimits;
 pub use rate::{rate_class, RateClass};
 pub use server::{
-    ChatMessage, DmConversation, DmPeer, Member, MessageDeletion, MessageEdit, MessageKind,
-    PresenceStatus, ReactionChange, ReactionSummary, Receipt, RoomEvent, ServerEvent, UserPresence,
+    ChatMessage, DmConversation, DmPeer, HistoryItem, Member, MessageDeletion, MessageEdit,
+    MessageKind, PresenceStatus, ReactionChange, ReactionSummary, Receipt, RoomEvent, ServerEvent,
+    UserPresence,
 };

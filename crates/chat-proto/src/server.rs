@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
+use crate::call::{CallRecord, CallRing, CallStateEvent, RelayedSignal};
 use crate::error::ErrorCode;
 use crate::time::iso_millis;
 
@@ -231,6 +232,8 @@ pub enum RoomEvent {
     Edited(MessageEdit),
     Deleted(MessageDeletion),
     Reaction(ReactionChange),
+    /// A call ended: its record.
+    CallEnded(CallRecord),
     Typing {
         room_id: String,
         user_id: Arc<str>,
@@ -260,6 +263,7 @@ impl RoomEvent {
             RoomEvent::Edited(edit) => Some(edit.seq),
             RoomEvent::Deleted(deletion) => Some(deletion.seq),
             RoomEvent::Reaction(change) => Some(change.seq),
+            RoomEvent::CallEnded(call) => Some(call.seq),
             RoomEvent::Typing { .. }
             | RoomEvent::UserJoined { .. }
             | RoomEvent::UserLeft { .. }
@@ -273,6 +277,7 @@ impl RoomEvent {
             RoomEvent::Edited(edit) => &edit.room_id,
             RoomEvent::Deleted(deletion) => &deletion.room_id,
             RoomEvent::Reaction(change) => &change.room_id,
+            RoomEvent::CallEnded(call) => &call.room_id,
             RoomEvent::Typing { room_id, .. }
             | RoomEvent::UserJoined { room_id, .. }
             | RoomEvent::UserLeft { room_id, .. }
@@ -287,6 +292,7 @@ impl RoomEvent {
             RoomEvent::Edited(edit) => ServerEvent::Edited(edit),
             RoomEvent::Deleted(deletion) => ServerEvent::Deleted(deletion),
             RoomEvent::Reaction(change) => ServerEvent::Reaction(change),
+            RoomEvent::CallEnded(call) => ServerEvent::CallEnded(call),
             RoomEvent::Typing {
                 room_id,
                 user_id,
@@ -320,34 +326,71 @@ impl RoomEvent {
     }
 }
 
+/// One item of a room's history: a message (in its current state), or a
+/// call's record (`type: "call"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum HistoryItem {
+    Message(ChatMessage),
+    Call(CallRecord),
+}
+
+impl HistoryItem {
+    pub fn seq(&self) -> u64 {
+        match self {
+            HistoryItem::Message(message) => message.seq,
+            HistoryItem::Call(call) => call.seq,
+        }
+    }
+
+    /// The message, if this item is one.
+    pub fn as_message(&self) -> Option<&ChatMessage> {
+        match self {
+            HistoryItem::Message(message) => Some(message),
+            HistoryItem::Call(_) => None,
+        }
+    }
+}
+
+impl From<ChatMessage> for HistoryItem {
+    fn from(message: ChatMessage) -> HistoryItem {
+        HistoryItem::Message(message)
+    }
+}
+
 impl ChatMessage {
     /// Bytes this message takes in a frame (its JSON object).
     pub fn encoded_len(&self) -> usize {
-        struct Count(usize);
-        impl std::io::Write for Count {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0 += bytes.len();
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut count = Count(0);
-        serde_json::to_writer(&mut count, self).expect("messages always serialize");
-        count.0
+        encoded_len(self)
     }
+}
+
+/// Bytes a value takes in a frame.
+fn encoded_len(value: &impl Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("history items always serialize");
+    count.0
 }
 
 /// Drops the oldest messages of an ascending page until the rest encode in
 /// at most `max_bytes` (the newest one always stays, whatever its size).
 /// Returns whether any were dropped: the page then has more before it.
-pub fn keep_newest_within(messages: &mut Vec<ChatMessage>, max_bytes: usize) -> bool {
+pub fn keep_newest_within<T: Serialize>(messages: &mut Vec<T>, max_bytes: usize) -> bool {
     let mut total = 0;
     let mut keep = 0;
     for message in messages.iter().rev() {
         // +1 for the comma between array items.
-        total += message.encoded_len() + 1;
+        total += encoded_len(message) + 1;
         if keep > 0 && total > max_bytes {
             break;
         }
@@ -454,9 +497,18 @@ pub enum ServerEvent<'a> {
     #[serde(rename = "chat.history", rename_all = "camelCase")]
     History {
         room_id: &'a str,
-        messages: &'a [ChatMessage],
+        messages: &'a [HistoryItem],
         has_more: bool,
     },
+    #[serde(rename = "chat.call.ring")]
+    CallRing(&'a CallRing<'a>),
+    #[serde(rename = "chat.call.state")]
+    CallState(&'a CallStateEvent<'a>),
+    #[serde(rename = "chat.call.signal")]
+    CallSignal(&'a RelayedSignal<'a>),
+    /// Durable: takes the room's next `seq`.
+    #[serde(rename = "chat.call.ended")]
+    CallEnded(&'a CallRecord),
     #[serde(rename = "error")]
     Error { message: &'a str, code: ErrorCode },
 }
@@ -534,9 +586,12 @@ mod tests {
         let heavy = "\u{1}".repeat(1000);
         let one = message(1, &heavy).encoded_len();
         assert!(one > 6000, "{one}");
-        let mut page: Vec<ChatMessage> = (1..=10).map(|seq| message(seq, &heavy)).collect();
+        let mut page: Vec<HistoryItem> = (1..=10).map(|seq| message(seq, &heavy).into()).collect();
         assert!(keep_newest_within(&mut page, 3 * one + 10));
-        assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [8, 9, 10]);
+        assert_eq!(
+            page.iter().map(HistoryItem::seq).collect::<Vec<_>>(),
+            [8, 9, 10]
+        );
         let encoded = ServerEvent::History {
             room_id: "r",
             messages: &page,

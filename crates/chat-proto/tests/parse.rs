@@ -275,7 +275,9 @@ fn every_event_name_parses_to_its_own_kind() {
     for kind in EventKind::iter() {
         let frame = serde_json::json!({"event": kind.name(), "data": {
             "roomId": "r", "message": "hi", "isTyping": false, "seq": 1,
-            "messageId": "m1", "emoji": "👍", "userId": "u", "status": "away", "userIds": []}});
+            "messageId": "m1", "emoji": "👍", "userId": "u", "status": "away", "userIds": [],
+            "media": "audio", "callId": "c1", "toUserId": "u",
+            "signal": {"type": "candidate", "candidate": null}}});
         let event = parse(&frame.to_string());
         assert_eq!(event.kind(), kind, "{}", kind.name());
         assert_eq!(event.name(), kind.name());

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use chat_proto::call::{CallId, CallMedia, CallRequest};
 use chat_proto::client::EventKind;
 use chat_proto::{
     parse_client_frame, ChatMessage, ClientEvent, ErrorCode, MessageId, ProtoLimits, RoomId,
@@ -105,6 +106,24 @@ fn client_event() -> impl Strategy<Value = ClientEvent> {
                 subscribe
             }),
         room().prop_map(|room_id| ClientEvent::Members { room_id }),
+        (room(), any::<bool>()).prop_map(|(room_id, video)| ClientEvent::Call(
+            CallRequest::Start {
+                room_id,
+                media: if video {
+                    CallMedia::Video
+                } else {
+                    CallMedia::Audio
+                },
+            }
+        )),
+        ("[!-~]{1,128}", 0..3u8).prop_map(|(id, answer)| {
+            let call_id = CallId::parse(&id).unwrap();
+            ClientEvent::Call(match answer {
+                0 => CallRequest::Accept { call_id },
+                1 => CallRequest::Decline { call_id },
+                _ => CallRequest::Hangup { call_id },
+            })
+        }),
     ]
 }
 
@@ -194,6 +213,30 @@ fn client_frame(event: &ClientEvent) -> String {
             json!({"userIds": user_ids, "subscribe": subscribe}),
         ),
         ClientEvent::Members { room_id } => ("chat.members", json!({"roomId": room_id.as_str()})),
+        ClientEvent::Call(request) => match request {
+            CallRequest::Start { room_id, media } => (
+                "chat.call.start",
+                json!({"roomId": room_id.as_str(), "media": media.as_str()}),
+            ),
+            CallRequest::Accept { call_id } => {
+                ("chat.call.accept", json!({"callId": call_id.as_str()}))
+            }
+            CallRequest::Decline { call_id } => {
+                ("chat.call.decline", json!({"callId": call_id.as_str()}))
+            }
+            CallRequest::Hangup { call_id } => {
+                ("chat.call.hangup", json!({"callId": call_id.as_str()}))
+            }
+            CallRequest::Signal {
+                call_id,
+                to_user_id,
+                signal,
+            } => (
+                "chat.call.signal",
+                json!({"callId": call_id.as_str(), "toUserId": to_user_id,
+                    "signal": serde_json::from_str::<Value>(signal.raw().get()).unwrap()}),
+            ),
+        },
     };
     let mut data = data;
     // An absent optional field is left out, as clients do.

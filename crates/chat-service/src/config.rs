@@ -32,6 +32,30 @@ pub struct Limits {
     /// How long a user whose last connection closed still shows as they
     /// were: a reload within it announces nothing.
     pub presence_grace: Duration,
+    pub calls: CallLimits,
+}
+
+/// How calls ring, wait for a dropped participant, and fill up.
+#[derive(Debug, Clone)]
+pub struct CallLimits {
+    /// How long a call rings for those who have not answered.
+    pub ring_timeout: Duration,
+    /// How long a participant whose connection dropped has to accept the
+    /// call again before they count as gone.
+    pub reconnect_grace: Duration,
+    /// Most participants in a call at once (a full mesh: each sends its
+    /// media to every other).
+    pub max_participants: usize,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        CallLimits {
+            ring_timeout: Duration::from_secs(30),
+            reconnect_grace: Duration::from_secs(15),
+            max_participants: 4,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -48,6 +72,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             recovery_cap: 1000,
             presence_grace: Duration::from_secs(5),
+            calls: CallLimits::default(),
         }
     }
 }
@@ -166,6 +191,15 @@ pub struct ServiceArgs {
     /// Cluster mode: a node that stops (killed) has its users shown offline by the others within this long.
     #[arg(long, env = "PRESENCE_TTL_SECS", default_value_t = 30)]
     pub presence_ttl_secs: u64,
+    /// Seconds a call rings before those who have not answered missed it.
+    #[arg(long, env = "CALL_RING_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub call_ring_secs: u64,
+    /// Seconds a call participant whose connection dropped has to come back.
+    #[arg(long, env = "CALL_RECONNECT_SECS", default_value_t = 15)]
+    pub call_reconnect_secs: u64,
+    /// Most participants in one call (a full mesh), at least 2.
+    #[arg(long, env = "MAX_CALL_PARTICIPANTS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(2..=16))]
+    pub max_call_participants: u64,
 }
 
 impl ServiceArgs {
@@ -193,6 +227,11 @@ impl ServiceArgs {
                 header_read_timeout: defaults.header_read_timeout,
                 recovery_cap: self.recovery_cap,
                 presence_grace: defaults.presence_grace,
+                calls: CallLimits {
+                    ring_timeout: Duration::from_secs(self.call_ring_secs),
+                    reconnect_grace: Duration::from_secs(self.call_reconnect_secs),
+                    max_participants: self.max_call_participants as usize,
+                },
             },
             metrics: None,
             cluster: redis_url

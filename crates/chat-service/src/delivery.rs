@@ -30,8 +30,9 @@ pub(crate) enum Audience<'a> {
     },
     /// Every connection watching the user's presence.
     Watchers { user: &'a str },
-    /// One connection of the user (connection ids are unique across
-    /// processes).
+    /// One connection of the user (a call's signaling goes to the tab in
+    /// the call, and nowhere else). Named by user and connection id, so a
+    /// broker can route it to the process that holds the connection.
     Connection { user: &'a str, conn: ConnId },
 }
 

@@ -12,6 +12,7 @@
 //! - `session`: the protocol rules for one connection.
 //! - `hub`: rooms, membership announcements and fan-out (synchronous).
 //! - `sequencer`: the single writer that commits, then delivers, messages.
+//! - `calls`: voice and video calls: ringing, signaling relay, call state.
 //! - [`store`]: `seq` assignment and history on memory, SQLite or PostgreSQL.
 //! - [`config`]: settings and their flags.
 //!
@@ -21,6 +22,7 @@
 //! writer commit what it had accepted, and returns.
 
 mod cluster;
+mod calls;
 mod config;
 mod connection;
 mod delivery;
@@ -43,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use cluster::ClusterConfig;
-pub use config::{redact_url, Config, Limits, ServiceArgs};
+pub use config::{redact_url, CallLimits, Config, Limits, ServiceArgs};
 pub use error::ServiceError;
 pub use metrics::install_recorder as install_metrics_recorder;
 
@@ -105,6 +107,12 @@ pub async fn run(
         .message_retention_days
         .map(|days| tokio::spawn(prune_forever(store.clone(), days)));
     let token = CancellationToken::new();
+    let calls = calls::Calls::new(
+        config.limits.calls.clone(),
+        bus.clone(),
+        sequencer.clone(),
+        token.clone(),
+    );
     let shared = Arc::new(Shared {
         config,
         hub,
@@ -113,6 +121,7 @@ pub async fn run(
         presence: presence.clone(),
         cluster: cluster.clone(),
         sequencer,
+        calls,
         metrics,
         prometheus,
         shutdown: token.clone(),
@@ -150,6 +159,7 @@ pub async fn run(
     }
     presence.store_last_seen().await;
     drop(presence);
+    shared.calls.stop().await;
     // Connections are gone; the cluster hears that this node leaves.
     cluster_stop.cancel();
     if let Some(cluster) = cluster {

@@ -5,6 +5,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster::Cluster;
+use crate::calls::Calls;
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::hub::Hub;
@@ -25,6 +26,7 @@ pub(crate) struct Shared {
     /// In cluster mode, the node's view of the cluster.
     pub(crate) cluster: Option<Arc<Cluster>>,
     pub(crate) sequencer: Sequencer,
+    pub(crate) calls: Arc<Calls>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) prometheus: PrometheusHandle,
     /// Cancelled when the service starts shutting down.

@@ -1,8 +1,10 @@
 //! What one connection may do: the protocol's rules, applied to the
 //! connection's own state (its rooms, the presence it watches) and the
 //! shared hub, store and writer. `people.rs` holds what is about users
-//! rather than rooms: direct conversations, presence, member lists.
+//! rather than rooms: direct conversations, presence, member lists;
+//! `calls.rs` voice and video calls.
 
+mod calls;
 mod people;
 
 use std::collections::{HashMap, HashSet};
@@ -190,6 +192,7 @@ impl Session {
                 subscribe,
             } => self.presence(user_ids, subscribe).await,
             ClientEvent::Members { room_id } => self.members(room_id).await,
+            ClientEvent::Call(request) => self.call(request).await,
         }
     }
 
@@ -607,6 +610,7 @@ impl Session {
         self.shared
             .presence
             .disconnected(&self.identity.user_id, self.conn.is_away());
+        self.shared.calls.connection_closed(&self.conn);
     }
 }
 

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chat_proto::client::RoomAccess;
 use chat_proto::server::MAX_REACTION_USERS;
-use chat_proto::{ChatMessage, DmConversation, ReactionSummary, Receipt, RoomEvent, RoomId};
+use chat_proto::{
+    ChatMessage, DmConversation, HistoryItem, ReactionSummary, Receipt, RoomEvent, RoomId,
+};
 
 use super::rules::{self, Decision, Target};
 use super::{
@@ -112,7 +114,7 @@ impl RoomLog {
     /// Applies a stored event to the kept state and keeps it.
     fn apply(&mut self, event: RoomEvent, at_ms: i64, keep: usize) {
         match &event {
-            RoomEvent::Message(_) => {}
+            RoomEvent::Message(_) | RoomEvent::CallEnded(_) => {}
             RoomEvent::Edited(edit) => {
                 if let Some(message) = self.message_mut(&edit.message_id) {
                     message.message.clone_from(&edit.message);
@@ -204,6 +206,7 @@ fn at_ms(event: &NewEvent) -> i64 {
         NewEvent::Edit(edit) => edit.at_ms,
         NewEvent::Delete(deletion) => deletion.at_ms,
         NewEvent::React(reaction) => reaction.at_ms,
+        NewEvent::CallEnded(call) => call.record.ended_at_ms,
     }
 }
 
@@ -431,21 +434,24 @@ impl MemoryStore {
                 has_more: false,
             };
         };
-        let older: Vec<&ChatMessage> = log
+        let older: Vec<&RoomEvent> = log
             .recent
             .iter()
-            .filter_map(|entry| match &entry.event {
-                RoomEvent::Message(m) if before.is_none_or(|before| m.seq < before) => Some(m),
-                _ => None,
-            })
+            .map(|entry| &entry.event)
+            .filter(|event| matches!(event, RoomEvent::Message(_) | RoomEvent::CallEnded(_)))
+            .filter(|event| before.is_none_or(|before| event.seq() < Some(before)))
             .collect();
         let start = older.len().saturating_sub(limit as usize);
         HistoryPage {
             messages: older[start..]
                 .iter()
-                .map(|m| ChatMessage {
-                    reactions: (!m.deleted).then(|| log.summary(&m.id)),
-                    ..(*m).clone()
+                .map(|event| match event {
+                    RoomEvent::Message(m) => HistoryItem::Message(ChatMessage {
+                        reactions: (!m.deleted).then(|| log.summary(&m.id)),
+                        ..m.clone()
+                    }),
+                    RoomEvent::CallEnded(call) => HistoryItem::Call(call.clone()),
+                    _ => unreachable!("only messages and calls are listed"),
                 })
                 .collect(),
             has_more: start > 0,

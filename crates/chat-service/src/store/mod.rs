@@ -1,6 +1,6 @@
 //! The room log: every durable room event (messages, system messages,
-//! edits, deletions, reactions) takes its room's next `seq` here, and
-//! history shows each message's current state.
+//! edits, deletions, reactions, ended calls) takes its room's next `seq`
+//! here, and history shows each message's current state.
 //!
 //! The store never sends anything. [`Store::append`] commits a batch and
 //! returns what it stored; the caller delivers it. That keeps the rule
@@ -18,7 +18,10 @@ mod sql;
 
 use std::sync::Arc;
 
-use chat_proto::{ChatMessage, DmConversation, MessageKind, Receipt, RoomEvent, RoomId};
+use chat_proto::call::CallRecord;
+use chat_proto::{
+    ChatMessage, DmConversation, HistoryItem, MessageKind, Receipt, RoomEvent, RoomId,
+};
 
 pub(crate) use memory::MemoryStore;
 pub(crate) use sql::SqlStore;
@@ -97,6 +100,15 @@ pub enum NewEvent {
     Edit(NewEdit),
     Delete(NewDeletion),
     React(NewReaction),
+    CallEnded(NewCall),
+}
+
+/// A call that ended, recorded in its room's log (the record's `seq` is
+/// set when stored).
+#[derive(Debug, Clone)]
+pub struct NewCall {
+    pub room_id: RoomId,
+    pub record: CallRecord,
 }
 
 impl NewEvent {
@@ -106,13 +118,14 @@ impl NewEvent {
             NewEvent::Edit(edit) => &edit.room_id,
             NewEvent::Delete(deletion) => &deletion.room_id,
             NewEvent::React(reaction) => &reaction.room_id,
+            NewEvent::CallEnded(call) => &call.room_id,
         }
     }
 
     /// The message an edit, deletion or reaction is about.
     fn target(&self) -> Option<&str> {
         match self {
-            NewEvent::Message(_) => None,
+            NewEvent::Message(_) | NewEvent::CallEnded(_) => None,
             NewEvent::Edit(edit) => Some(&edit.message_id),
             NewEvent::Delete(deletion) => Some(&deletion.message_id),
             NewEvent::React(reaction) => Some(&reaction.message_id),
@@ -144,6 +157,10 @@ impl NewEvent {
                 user_id: reaction.user_id.clone(),
                 added: reaction.added,
                 seq,
+            }),
+            NewEvent::CallEnded(call) => RoomEvent::CallEnded(CallRecord {
+                seq,
+                ..call.record.clone()
             }),
         }
     }
@@ -264,10 +281,11 @@ pub struct ReadState {
     pub unread: u64,
 }
 
-/// One page of history, oldest first: messages in their current state.
+/// One page of history, oldest first: messages in their current state,
+/// and calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryPage {
-    pub messages: Vec<ChatMessage>,
+    pub messages: Vec<HistoryItem>,
     /// Older messages exist before the first one returned.
     pub has_more: bool,
 }
@@ -407,8 +425,8 @@ impl Store {
         }
     }
 
-    /// The newest `limit` messages with `seq < before` (or the newest at
-    /// all), in their current state with their reactions.
+    /// The newest `limit` messages and calls with `seq < before` (or the
+    /// newest at all), messages in their current state with their reactions.
     pub async fn page(
         &self,
         room: &RoomId,

@@ -64,6 +64,8 @@ pub(super) fn decide<'a>(
 fn decide_one(event: &NewEvent, targets: &mut HashMap<String, Target>) -> Decision {
     let room = event.room_id().as_str();
     let target = match event {
+        // A call's record changes no message.
+        NewEvent::CallEnded(_) => return Decision::Store,
         NewEvent::Message(new) => {
             targets.insert(
                 new.id.clone(),
@@ -80,7 +82,7 @@ fn decide_one(event: &NewEvent, targets: &mut HashMap<String, Target>) -> Decisi
         return Decision::Refuse(Refusal::NotFound);
     };
     match event {
-        NewEvent::Message(_) => unreachable!("decided above"),
+        NewEvent::Message(_) | NewEvent::CallEnded(_) => unreachable!("decided above"),
         NewEvent::Edit(edit) => {
             if target.kind != MessageKind::User || target.author != edit.user_id {
                 return Decision::Refuse(Refusal::Forbidden);

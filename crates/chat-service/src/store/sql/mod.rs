@@ -2,6 +2,7 @@
 //! query are written in the SQL both engines share, so there is one code
 //! path to test on both.
 
+mod calls;
 mod statements;
 mod writer;
 
@@ -13,8 +14,8 @@ use std::sync::Arc;
 
 use chat_proto::server::MAX_REACTION_USERS;
 use chat_proto::{
-    ChatMessage, DmConversation, MessageDeletion, MessageEdit, MessageKind, ReactionChange,
-    ReactionSummary, Receipt, RoomEvent, RoomId,
+    ChatMessage, DmConversation, HistoryItem, MessageDeletion, MessageEdit, MessageKind,
+    ReactionChange, ReactionSummary, Receipt, RoomEvent, RoomId,
 };
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
@@ -32,6 +33,7 @@ pub(super) enum LogKind {
     Edit,
     Delete,
     Reaction,
+    Call,
 }
 
 impl LogKind {
@@ -44,6 +46,7 @@ impl LogKind {
             NewEvent::Edit(_) => LogKind::Edit,
             NewEvent::Delete(_) => LogKind::Delete,
             NewEvent::React(_) => LogKind::Reaction,
+            NewEvent::CallEnded(_) => LogKind::Call,
         }
     }
 
@@ -54,6 +57,8 @@ impl LogKind {
 
 /// The rows that are messages, for SQL: `kind IN ('user', 'system')`.
 const MESSAGE_KINDS: &str = "kind IN ('user', 'system')";
+/// The rows history lists: messages and calls.
+const HISTORY_KINDS: &str = "kind IN ('user', 'system', 'call')";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -241,7 +246,14 @@ impl SqlStore {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(event_from_row).collect()
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            events.push(match log_kind(row)? {
+                LogKind::Call => RoomEvent::CallEnded(calls::record(&self.pool, row).await?),
+                _ => event_from_row(row)?,
+            });
+        }
+        Ok(events)
     }
 
     pub(super) async fn page(
@@ -253,7 +265,7 @@ impl SqlStore {
         // One extra row tells whether an older page exists.
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM room_events WHERE room_id = $1 AND seq < $2 \
-             AND {MESSAGE_KINDS} ORDER BY seq DESC LIMIT $3"
+             AND {HISTORY_KINDS} ORDER BY seq DESC LIMIT $3"
         ))
         .bind(room.as_str())
         .bind(before.map_or(i64::MAX, clamp_i64))
@@ -261,14 +273,26 @@ impl SqlStore {
         .fetch_all(&self.pool)
         .await?;
         let has_more = rows.len() > limit as usize;
-        let mut messages = rows
-            .iter()
-            .take(limit as usize)
-            .map(message_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut messages = Vec::with_capacity(rows.len());
+        let mut calls = Vec::new();
+        for row in rows.iter().take(limit as usize) {
+            match log_kind(row)? {
+                LogKind::Call => calls.push(calls::record(&self.pool, row).await?),
+                _ => messages.push(message_from_row(row)?),
+            }
+        }
         messages.reverse();
         self.attach_reactions(room, &mut messages).await?;
-        Ok(HistoryPage { messages, has_more })
+        let mut items: Vec<HistoryItem> = messages
+            .into_iter()
+            .map(HistoryItem::Message)
+            .chain(calls.into_iter().map(HistoryItem::Call))
+            .collect();
+        items.sort_by_key(HistoryItem::seq);
+        Ok(HistoryPage {
+            messages: items,
+            has_more,
+        })
     }
 
     /// Gives each message of a page its reactions: per emoji (in the order
@@ -488,6 +512,7 @@ impl SqlStore {
         )
         .execute(&self.pool)
         .await?;
+        calls::prune(&self.pool).await?;
         Ok(done.rows_affected())
     }
 
@@ -579,6 +604,7 @@ fn event_from_row(row: &AnyRow) -> Result<RoomEvent, StoreError> {
             seq,
         }),
         LogKind::User | LogKind::System => unreachable!("messages are decoded above"),
+        LogKind::Call => return Err(decode_error("a call is read with its record")),
     })
 }
 

@@ -611,6 +611,7 @@ async fn store_change(
     let seq = stored.seq().expect("a stored change has a seq") as i64;
     let (id, message_id, user_id, body, at_ms, added) = match event {
         NewEvent::Message(_) => unreachable!("messages are inserted in bulk"),
+        NewEvent::CallEnded(call) => return super::calls::store(conn, call, seq).await,
         NewEvent::Edit(edit) => (
             &edit.id,
             &edit.message_id,
@@ -653,7 +654,7 @@ async fn store_change(
     .execute(&mut *conn)
     .await?;
     match event {
-        NewEvent::Message(_) => {}
+        NewEvent::Message(_) | NewEvent::CallEnded(_) => {}
         NewEvent::Edit(edit) => {
             sqlx::query("UPDATE room_events SET body = $1, edited_at_ms = $2 WHERE id = $3")
                 .bind(edit.message.as_str())
