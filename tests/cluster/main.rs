@@ -540,3 +540,118 @@ async fn a_node_receives_nothing_for_rooms_it_does_not_host() {
     assert_eq!(received, 0.0, "node 3 hosts no member of the busy room");
     elsewhere.expect_silence(Duration::from_millis(100)).await;
 }
+
+/// Reads until the call is in `state`.
+async fn call_state(client: &mut Client, state: &str) -> Value {
+    loop {
+        let update = client.expect_skipping("chat.call.state").await;
+        if update["state"] == state {
+            return update;
+        }
+    }
+}
+
+/// Calls across nodes: the callee's tabs on other nodes ring, one accepts
+/// and the others stop, signals reach exactly the connection in the call
+/// wherever it is, a start from another node joins the room's one call,
+/// and the record lands in the room's log for everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL (TEST_POSTGRES_URL) and redis-server; run with --include-ignored"]
+async fn calls_cross_nodes() {
+    let (_db, _redis, nodes) = cluster(3).await;
+    let mut ann = nodes[0].connect("ann").await;
+    ann.send("chat.dm.open", json!({"userId": "bob"})).await;
+    let room = ann.expect("chat.joined").await["roomId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // bob's tabs, on two other nodes, have not joined the conversation.
+    let mut bob_one = nodes[1].connect("bob").await;
+    let mut bob_two = nodes[2].connect("bob").await;
+    ann.send("chat.call.start", json!({"roomId": room, "media": "video"}))
+        .await;
+    let ringing = ann.expect("chat.call.state").await;
+    assert_eq!(ringing["state"], "ringing");
+    let call = ringing["callId"].clone();
+    for tab in [&mut bob_one, &mut bob_two] {
+        let ring = tab.expect("chat.call.ring").await;
+        assert_eq!(
+            (ring["callId"].clone(), ring["userId"].clone()),
+            (call.clone(), json!("ann"))
+        );
+    }
+    // Accepted on one tab, on a node that does not hold the call.
+    bob_two
+        .send("chat.call.accept", json!({"callId": call}))
+        .await;
+    for client in [&mut ann, &mut bob_one, &mut bob_two] {
+        call_state(client, "active").await;
+    }
+    // Signals both ways, each to the one connection in the call.
+    let offer = json!({"type": "offer", "sdp": "v=0 from ann"});
+    ann.send(
+        "chat.call.signal",
+        json!({"callId": call, "toUserId": "bob", "signal": offer}),
+    )
+    .await;
+    let relayed = bob_two.expect("chat.call.signal").await;
+    assert_eq!(
+        relayed,
+        json!({"callId": call, "fromUserId": "ann", "signal": offer})
+    );
+    let answer = json!({"type": "answer", "sdp": "v=0 from bob"});
+    bob_two
+        .send(
+            "chat.call.signal",
+            json!({"callId": call, "toUserId": "ann", "signal": answer}),
+        )
+        .await;
+    assert_eq!(ann.expect("chat.call.signal").await["signal"], answer);
+    // From the wrong tab: refused, by the node holding the call.
+    bob_one
+        .send(
+            "chat.call.signal",
+            json!({"callId": call, "toUserId": "ann", "signal": answer}),
+        )
+        .await;
+    assert_eq!(bob_one.expect("error").await["code"], "forbidden");
+    bob_one.expect_silence(Duration::from_millis(200)).await;
+
+    // A second start in the room, from another node, joins this call.
+    let mut carl = nodes[2].connect("carl").await;
+    let mut dora = nodes[1].connect("dora").await;
+    carl.join("lobby").await;
+    dora.join("lobby").await;
+    carl.expect("chat.userJoined").await;
+    carl.send(
+        "chat.call.start",
+        json!({"roomId": "lobby", "media": "audio"}),
+    )
+    .await;
+    let lobby_call = carl.expect("chat.call.state").await["callId"].clone();
+    // Public room: dora, in it on another node, rings.
+    assert_eq!(dora.expect("chat.call.ring").await["callId"], lobby_call);
+    dora.send(
+        "chat.call.start",
+        json!({"roomId": "lobby", "media": "audio"}),
+    )
+    .await;
+    let joined = dora.expect_skipping("chat.call.state").await;
+    assert_eq!(
+        joined["callId"], lobby_call,
+        "one call per room over the cluster"
+    );
+
+    // Hang up: ended for both, and recorded in the room's log.
+    ann.send("chat.call.hangup", json!({"callId": call})).await;
+    call_state(&mut ann, "ended").await;
+    let record = ann.expect_skipping("chat.call.ended").await;
+    assert_eq!(record["callId"], call);
+    let mut bob_dm = nodes[2].connect("bob").await;
+    bob_dm
+        .send("chat.join", json!({"roomId": room, "since": 0}))
+        .await;
+    bob_dm.expect("chat.joined").await;
+    let replayed = bob_dm.expect_skipping("chat.call.ended").await;
+    assert_eq!(replayed["seq"], record["seq"]);
+}

@@ -165,6 +165,19 @@ impl Signal {
     pub fn raw(&self) -> &RawValue {
         &self.0
     }
+
+    /// The signal as the client sent it.
+    pub fn as_text(&self) -> &str {
+        self.0.get()
+    }
+
+    /// A signal carried as text between service nodes, checked again.
+    pub fn from_text(text: String) -> Result<Signal, ProtoError> {
+        let raw = RawValue::from_string(text).map_err(|_| {
+            ProtoError::new(ErrorCode::InvalidFormat, "signal must be a JSON object")
+        })?;
+        Signal::parse(raw)
+    }
 }
 
 impl PartialEq for Signal {

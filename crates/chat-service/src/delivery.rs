@@ -21,12 +21,11 @@ pub(crate) enum Audience<'a> {
         room: &'a str,
         except: Option<ConnId>,
     },
-    /// Every connection of the user but `except` and, when `outside` names
-    /// a room, but those in it (which hear it as members).
+    /// The user's connections but `except`, by the rooms they are in.
     User {
         user: &'a str,
         except: Option<ConnId>,
-        outside: Option<&'a str>,
+        within: Within<'a>,
     },
     /// Every connection watching the user's presence.
     Watchers { user: &'a str },
@@ -34,6 +33,26 @@ pub(crate) enum Audience<'a> {
     /// the call, and nowhere else). Named by user and connection id, so a
     /// broker can route it to the process that holds the connection.
     Connection { user: &'a str, conn: ConnId },
+}
+
+/// Which of a user's connections, by whether they are in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Within<'a> {
+    Anywhere,
+    /// Those not in the room (those in it hear it as members).
+    Outside(&'a str),
+    /// Only those in the room.
+    Inside(&'a str),
+}
+
+impl<'a> Within<'a> {
+    /// The room it names, if any.
+    pub(crate) fn room(self) -> Option<&'a str> {
+        match self {
+            Within::Anywhere => None,
+            Within::Outside(room) | Within::Inside(room) => Some(room),
+        }
+    }
 }
 
 pub(crate) trait Delivery: Send + Sync {

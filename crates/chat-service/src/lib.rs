@@ -21,8 +21,8 @@
 //! WebSocket with 1001, waits for connection tasks (bounded), lets the
 //! writer commit what it had accepted, and returns.
 
-mod cluster;
 mod calls;
+mod cluster;
 mod config;
 mod connection;
 mod delivery;
@@ -112,7 +112,11 @@ pub async fn run(
         bus.clone(),
         sequencer.clone(),
         token.clone(),
+        cluster.clone(),
     );
+    if let Some(cluster) = &cluster {
+        cluster.hold_calls(&calls);
+    }
     let shared = Arc::new(Shared {
         config,
         hub,

@@ -12,7 +12,7 @@ use chat_proto::{ErrorCode, RoomEvent, ServerEvent};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::delivery::{Audience, Delivery};
+use crate::delivery::{Audience, Delivery, Within};
 use crate::hub::{self, ConnHandle};
 use crate::metrics::Metrics;
 use crate::store::{Appended, NewEvent, Refusal, Store};
@@ -195,7 +195,7 @@ fn notify_participants(
             Audience::User {
                 user,
                 except: None,
-                outside: Some(&message.room_id),
+                within: Within::Outside(&message.room_id),
             },
             &frame,
             None,

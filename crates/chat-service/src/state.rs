@@ -4,8 +4,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::Cluster;
 use crate::calls::Calls;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::hub::Hub;

@@ -380,16 +380,21 @@ impl Calls {
 /// The calls of this process, in memory.
 pub(crate) struct LocalCalls {
     inner: Mutex<Calls>,
-    /// Call ids, time-ordered and unique.
-    new_id: fn() -> String,
+    /// Before each call id (time-ordered and unique): in cluster mode, the
+    /// node that holds the call, so any node can send it what is for it.
+    id_prefix: String,
     now_ms: fn() -> i64,
 }
 
 impl LocalCalls {
     pub(crate) fn new() -> LocalCalls {
+        LocalCalls::with_prefix(String::new())
+    }
+
+    pub(crate) fn with_prefix(id_prefix: String) -> LocalCalls {
         LocalCalls {
             inner: Mutex::default(),
-            new_id: crate::session::new_id,
+            id_prefix,
             now_ms: chat_proto::time::now_millis,
         }
     }
@@ -413,7 +418,8 @@ impl CallRegistry for LocalCalls {
         if let Some(call_id) = calls.by_room.get(room).cloned() {
             return calls.join(&call_id, caller, false, max_participants, now_ms);
         }
-        let call_id: Arc<str> = Arc::from((self.new_id)());
+        let call_id: Arc<str> =
+            Arc::from(format!("{}{}", self.id_prefix, crate::session::new_id()));
         let mut participants = vec![Participant {
             user: caller.user.clone(),
             username: caller.username.clone(),

@@ -46,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use self::order::Orderer;
 use self::scripts::*;
 use self::wire::{Envelope, Kind, EVERY_NODE};
+use crate::calls::{CallOp, Calls};
 use crate::delivery::{Audience, Delivery};
 use crate::hub::{self, ConnId, Frame, Hub, Interest, InterestListener};
 use crate::store::Store;
@@ -62,6 +63,8 @@ const FOLLOW_WAIT: Duration = Duration::from_secs(5);
 /// How often the followed rooms' last `seq`s are checked against the
 /// database: the net under every other way of catching up.
 const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+/// How long a node's claim on a room's calls lasts unless it ends first.
+const CALL_CLAIM_TTL: Duration = Duration::from_secs(12 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -160,6 +163,8 @@ enum Channel {
     Room(RoomId),
     User(Arc<str>),
     Watch(Arc<str>),
+    /// What other nodes send this one (for the calls it holds).
+    Node(u64),
 }
 
 impl Channel {
@@ -168,6 +173,7 @@ impl Channel {
             Channel::Room(room) => room_channel(room.as_str()),
             Channel::User(user) => user_channel(user),
             Channel::Watch(user) => watch_channel(user),
+            Channel::Node(node) => node_channel(*node),
         }
     }
 }
@@ -189,6 +195,8 @@ pub(crate) struct Cluster {
     config: ClusterConfig,
     /// The heartbeat, which on shutdown takes this node out of the cluster.
     heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The calls this node holds, for what other nodes send about them.
+    calls: std::sync::OnceLock<std::sync::Weak<Calls>>,
 }
 
 /// Why cluster mode could not start.
@@ -240,6 +248,7 @@ impl Cluster {
             metrics,
             config,
             heartbeat: Mutex::default(),
+            calls: std::sync::OnceLock::new(),
         });
         hub.set_interest_listener(cluster.clone());
         tracing::info!(node = cluster.node, "cluster mode: joined through Redis");
@@ -550,7 +559,7 @@ impl Cluster {
         mut links: mpsc::UnboundedReceiver<Link>,
         shutdown: CancellationToken,
     ) {
-        let mut wanted: HashSet<Channel> = HashSet::new();
+        let mut wanted: HashSet<Channel> = HashSet::from([Channel::Node(self.node)]);
         let mut first = true;
         loop {
             let connected = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub()).await;
@@ -649,6 +658,7 @@ impl Cluster {
                     Channel::Room(room) => self.hub.hosts_room(room.as_str()),
                     Channel::User(user) => self.hub.hosts_user(user),
                     Channel::Watch(user) => self.hub.watches(user),
+                    Channel::Node(_) => true,
                 };
                 if still || !wanted.remove(&channel) {
                     return;
@@ -711,7 +721,7 @@ impl Cluster {
                         Audience::User {
                             user: &envelope.target,
                             except,
-                            outside: envelope.outside.as_deref(),
+                            within: envelope.within.as_within(),
                         },
                         &frame,
                         None,
@@ -749,6 +759,16 @@ impl Cluster {
                     return;
                 };
                 crate::session::remove_locally(&self.hub, self.as_ref(), &room, user);
+            }
+            Kind::Call => {
+                let calls = self.calls.get().and_then(std::sync::Weak::upgrade);
+                match (wire::decode_call(envelope.payload), calls) {
+                    (Some(op), Some(calls)) => calls.from_elsewhere(op),
+                    (None, _) => {
+                        tracing::warn!("an unreadable call request from another node; ignored")
+                    }
+                    (Some(_), None) => {}
+                }
             }
             Kind::Hint => {
                 if let Ok(room) =
@@ -1018,6 +1038,45 @@ impl Cluster {
         }
     }
 
+    /// This node's id in the cluster.
+    pub(crate) fn node(&self) -> u64 {
+        self.node
+    }
+
+    /// The calls this node holds, to hand what other nodes send about them.
+    pub(crate) fn hold_calls(&self, calls: &Arc<Calls>) {
+        let _ = self.calls.set(Arc::downgrade(calls));
+    }
+
+    /// Sends what is asked of a call to the node holding it.
+    pub(crate) fn send_call(&self, node: u64, op: &CallOp) {
+        let envelope = Envelope::new(Kind::Call, self.node, "", wire::encode_call(op));
+        self.publish(node_channel(node), envelope, None);
+    }
+
+    /// The node holding the room's calls (one call per room over the
+    /// cluster): the one that already does, if it is alive, else this one.
+    /// `None` if Redis cannot say (the call is then held here).
+    pub(crate) async fn claim_calls(&self, room: &RoomId) -> Option<u64> {
+        let mut redis = self.redis.clone();
+        let claim = Script::new(CLAIM_CALLS);
+        let mut call = claim.key(calls_key(room.as_str()));
+        call.arg(self.node).arg(CALL_CLAIM_TTL.as_millis() as u64);
+        match tokio::time::timeout(REDIS_TIMEOUT, call.invoke_async::<String>(&mut redis)).await {
+            Ok(Ok(node)) => node.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The room's call ended here: the next one may start anywhere.
+    pub(crate) async fn release_calls(&self, room: &RoomId) {
+        let mut redis = self.redis.clone();
+        let release = Script::new(RELEASE_CALLS);
+        let mut call = release.key(calls_key(room.as_str()));
+        call.arg(self.node);
+        let _ = tokio::time::timeout(REDIS_TIMEOUT, call.invoke_async::<i64>(&mut redis)).await;
+    }
+
     /// Resolves once the node has left the cluster (after its shutdown
     /// token was cancelled), within a bound.
     pub(crate) async fn stopped(&self) {
@@ -1103,11 +1162,11 @@ impl Delivery for Cluster {
             Audience::User {
                 user,
                 except,
-                outside,
+                within,
             } => {
                 let mut envelope = Envelope::new(Kind::User, self.node, user, frame.bytes());
                 envelope.except = except.unwrap_or(0);
-                envelope.outside = outside.map(str::to_owned);
+                envelope.within = wire::Rooms::of(within);
                 self.publish(user_channel(user), envelope, None);
                 self.hub.deliver(audience, frame, None)
             }

@@ -11,7 +11,10 @@
 //! - `chat:p:{user}`: per node `n:{node}` = `connections:away`, and the
 //!   user's `status`, `seen` and `name`.
 //!
-//! Channels: `chat:room:{room}`, `chat:user:{user}`, `chat:watch:{user}`.
+//! - `chat:calls:{room}`: the node holding the room's calls.
+//!
+//! Channels: `chat:room:{room}`, `chat:user:{user}`, `chat:watch:{user}`,
+//! `chat:node:{node}`.
 
 pub(super) fn node_key(node: u64) -> String {
     format!("chat:n:{node}")
@@ -57,7 +60,36 @@ pub(super) fn watch_channel(user: &str) -> String {
     format!("chat:watch:{user}")
 }
 
+pub(super) fn node_channel(node: u64) -> String {
+    format!("chat:node:{node}")
+}
+
+/// Which node holds the room's calls.
+pub(super) fn calls_key(room: &str) -> String {
+    format!("chat:calls:{room}")
+}
+
 pub(super) const NODES: &str = "chat:nodes";
+
+/// The node holding the room's calls: the one that does if it is alive,
+/// else the asking one (ARGV[1]), for ARGV[2] ms. Node ids go as text (a
+/// Lua number cannot hold every u64).
+///
+/// KEYS: calls.
+pub(super) const CLAIM_CALLS: &str = r"
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] and redis.call('EXISTS', 'chat:n:' .. owner) == 1 then
+  return owner
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+";
+
+/// Lets go of the room's calls if this node (ARGV[1]) holds them.
+pub(super) const RELEASE_CALLS: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
 
 /// A user's first connection on a node entered a room (ARGV[2] = 1) or
 /// their last one there left it (0). Publishes ARGV[4] (unless empty) when

@@ -25,7 +25,7 @@ pub(crate) use conn::{ConnHandle, ConnId, Frame, OutboundQueue, Push};
 pub(crate) use room::Departure;
 use room::Room;
 
-use crate::delivery::{Audience, Delivery};
+use crate::delivery::{Audience, Delivery, Within};
 use crate::metrics::Metrics;
 
 const SHARDS: usize = 32;
@@ -368,9 +368,9 @@ impl Delivery for Hub {
             Audience::User {
                 user,
                 except,
-                outside,
+                within,
             } => {
-                let members: Vec<ConnId> = match outside {
+                let in_room: Vec<ConnId> = match within.room() {
                     Some(room) => self
                         .shard(room)
                         .get(room)
@@ -382,10 +382,14 @@ impl Delivery for Hub {
                 let Some(user) = users.get(user) else {
                     return 0;
                 };
-                let recipients = user
-                    .conns
-                    .iter()
-                    .filter(|c| Some(c.id) != except && !members.contains(&c.id));
+                let recipients = user.conns.iter().filter(|c| {
+                    Some(c.id) != except
+                        && match within {
+                            Within::Anywhere => true,
+                            Within::Outside(_) => !in_room.contains(&c.id),
+                            Within::Inside(_) => in_room.contains(&c.id),
+                        }
+                });
                 self.push_each(recipients, frame)
             }
             Audience::Watchers { user } => {

@@ -16,7 +16,7 @@ use chat_proto::{
     RoomEvent, RoomId, ServerEvent,
 };
 
-use crate::delivery::{Audience, Delivery};
+use crate::delivery::{Audience, Delivery, Within};
 use crate::hub::{self, ConnHandle, Frame, Hub, Push};
 use crate::sequencer::Origin;
 use crate::state::Shared;
@@ -40,6 +40,9 @@ pub(crate) struct Session {
     dm_peers: HashMap<RoomId, Arc<str>>,
     /// Users whose presence this connection watches.
     watching: HashSet<String>,
+    /// In cluster mode, other nodes holding calls this connection took part
+    /// in (told when it closes).
+    call_nodes: HashSet<u64>,
     shared: Arc<Shared>,
 }
 
@@ -63,6 +66,7 @@ impl Session {
             rooms: HashSet::new(),
             dm_peers: HashMap::new(),
             watching: HashSet::new(),
+            call_nodes: HashSet::new(),
             shared,
         }
     }
@@ -506,7 +510,7 @@ impl Session {
             Audience::User {
                 user,
                 except,
-                outside: Some(room_id.as_str()),
+                within: Within::Outside(room_id.as_str()),
             },
             &frame,
             None,
@@ -610,7 +614,8 @@ impl Session {
         self.shared
             .presence
             .disconnected(&self.identity.user_id, self.conn.is_away());
-        self.shared.calls.connection_closed(&self.conn);
+        let call_nodes = std::mem::take(&mut self.call_nodes);
+        self.shared.calls.connection_closed(&self.conn, call_nodes);
     }
 }
 
