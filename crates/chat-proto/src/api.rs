@@ -138,6 +138,25 @@ pub struct HistoryResponse {
     pub has_more: bool,
 }
 
+/// Where browsers download files, through the gateway: `FILES_PATH/{id}`
+/// and `FILES_PATH/{id}/thumbnail`. The gateway forwards them to the
+/// service's `SERVICE_FILES_PATH/{id}[/thumbnail]`, and uploads from
+/// `/chat/api/rooms/{roomId}/files` to the service's
+/// `/api/rooms/{roomId}/files`.
+pub const FILES_PATH: &str = "/chat/api/files";
+/// The service's side of [`FILES_PATH`].
+pub const SERVICE_FILES_PATH: &str = "/api/files";
+
+/// The download URL of a file (ids are ours: URL-safe as they are).
+pub fn file_url(id: &str) -> String {
+    format!("{FILES_PATH}/{id}")
+}
+
+/// The URL of an image's thumbnail.
+pub fn thumbnail_url(id: &str) -> String {
+    format!("{FILES_PATH}/{id}/thumbnail")
+}
+
 /// Answer (201) of `POST /chat/api/rooms/{roomId}/files`: a stored file.
 /// `size` and `sha256` are those of the bytes as stored and served (for
 /// images, after their metadata was removed); `contentType` is the type
@@ -158,6 +177,22 @@ pub struct FileInfo {
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thumbnail_url: Option<String>,
+}
+
+impl FileInfo {
+    /// The file as a message carries it.
+    pub fn attachment(&self) -> crate::server::Attachment {
+        crate::server::Attachment {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            size: self.size,
+            content_type: self.content_type.clone(),
+            width: self.width,
+            height: self.height,
+            url: self.url.clone(),
+            thumbnail_url: self.thumbnail_url.clone(),
+        }
+    }
 }
 
 /// Response of the gateway's `GET /chat/api/rtc/ice-servers`: the

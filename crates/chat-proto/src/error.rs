@@ -30,6 +30,10 @@ pub enum ErrorCode {
     InvalidUser,
     /// A connection watching the presence of more users than it may.
     TooManySubscriptions,
+    /// A message's `attachments` name a file the sender may not attach
+    /// there (unknown, of another room or user, attached already), or too
+    /// many of them.
+    InvalidAttachment,
 }
 
 impl ErrorCode {
