@@ -2,6 +2,7 @@
 //! query are written in the SQL both engines share, so there is one code
 //! path to test on both.
 
+mod files;
 mod statements;
 mod writer;
 
@@ -61,6 +62,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct SqlStore {
     pool: AnyPool,
     writer: Writer,
+    blobs_released: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// What it takes to open a connection to the store, for the read pool and
@@ -128,12 +130,39 @@ impl SqlStore {
             .await?;
         MIGRATOR.run(&pool).await?;
         let writer = Writer::start(settings).await?;
-        Ok(SqlStore { pool, writer })
+        Ok(SqlStore {
+            pool,
+            writer,
+            blobs_released: Default::default(),
+        })
     }
 
     /// Commits the batch in one transaction on the writer's connection.
     pub(super) async fn append(&self, batch: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
-        self.writer.append(batch).await
+        let answers = self.writer.append(batch).await?;
+        // A deletion may have condemned its message's files' blobs.
+        if answers
+            .iter()
+            .any(|answer| matches!(answer.event(), Some(RoomEvent::Deleted(_))))
+        {
+            self.blobs_released.notify_one();
+        }
+        Ok(answers)
+    }
+
+    pub(super) fn blobs_released(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.blobs_released.clone()
+    }
+
+    pub(super) async fn file(&self, id: &str) -> Result<Option<super::FileRecord>, StoreError> {
+        files::file(&self.pool, id).await
+    }
+
+    pub(super) async fn condemned_blobs(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<chat_files::ContentHash>, StoreError> {
+        files::condemned_blobs(&self.pool, limit).await
     }
 
     pub(super) async fn last_seq(&self, room: &RoomId) -> Result<u64, StoreError> {
@@ -160,7 +189,19 @@ impl SqlStore {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(event_from_row).collect()
+        let mut events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut messages: Vec<&mut ChatMessage> = events
+            .iter_mut()
+            .filter_map(|event| match event {
+                RoomEvent::Message(message) => Some(message),
+                _ => None,
+            })
+            .collect();
+        files::fill_attachments(&self.pool, &mut messages).await?;
+        Ok(events)
     }
 
     pub(super) async fn page(
@@ -187,6 +228,7 @@ impl SqlStore {
             .collect::<Result<Vec<_>, _>>()?;
         messages.reverse();
         self.attach_reactions(room, &mut messages).await?;
+        files::fill_attachments(&self.pool, &mut messages.iter_mut().collect::<Vec<_>>()).await?;
         Ok(HistoryPage { messages, has_more })
     }
 
@@ -304,13 +346,17 @@ impl SqlStore {
             .bind(room.as_str())
             .fetch_optional(&self.pool)
             .await?;
+            let mut last_message = last.as_ref().map(message_from_row).transpose()?;
+            if let Some(message) = last_message.as_mut() {
+                files::fill_attachments(&self.pool, &mut [message]).await?;
+            }
             conversations.push(DmConversation {
                 last_seq: self.last_seq(&room).await?,
                 room_id,
                 user_id: row.try_get("peer_id")?,
                 read_seq: read.read_seq,
                 unread: read.unread,
-                last_message: last.as_ref().map(message_from_row).transpose()?,
+                last_message,
                 last_activity_ms: row.try_get("last_activity_ms")?,
             });
         }
@@ -444,6 +490,7 @@ pub(super) fn message_from_row(row: &AnyRow) -> Result<ChatMessage, StoreError> 
         edited_at_ms: row.try_get("edited_at_ms")?,
         deleted: row.try_get::<i64, _>("deleted")? != 0,
         reactions: None,
+        attachments: Vec::new(),
     })
 }
 
