@@ -62,6 +62,8 @@ pub struct Config {
     pub limits: Limits,
     /// Where `/metrics` renders from; `None` installs the process recorder.
     pub metrics: Option<PrometheusHandle>,
+    /// Files attached to messages.
+    pub files: crate::FilesConfig,
 }
 
 impl Config {
@@ -73,6 +75,7 @@ impl Config {
             message_retention_days: None,
             limits: Limits::default(),
             metrics: None,
+            files: crate::FilesConfig::default(),
         }
     }
 }
@@ -84,6 +87,7 @@ impl std::fmt::Debug for Config {
             .field("database_url", &redact_url(&self.database_url))
             .field("message_retention_days", &self.message_retention_days)
             .field("limits", &self.limits)
+            .field("files", &self.files)
             .finish()
     }
 }
@@ -139,6 +143,20 @@ pub struct ServiceArgs {
     /// Most missed messages `chat.join {since}` replays before answering `recovered: false`.
     #[arg(long, env = "RECOVERY_CAP", default_value_t = 1000)]
     pub recovery_cap: usize,
+    /// Where uploaded files are kept: a directory, or
+    /// `s3://BUCKET[/PREFIX]?endpoint=URL&region=REGION` for an S3-compatible store.
+    #[arg(long, env = "FILE_STORE_URL", default_value = chat_files::DEFAULT_DISK_ROOT)]
+    pub file_store_url: String,
+    /// Largest file an upload may carry, in bytes.
+    #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = chat_proto::limits::DEFAULT_MAX_UPLOAD_BYTES)]
+    pub max_upload_bytes: u64,
+    /// Comma-separated types accepted besides PNG, JPEG, GIF, WebP, PDF and plain text
+    /// (as detected from the bytes, e.g. application/zip,audio/mpeg).
+    #[arg(long, env = "UPLOAD_EXTRA_TYPES", value_delimiter = ',')]
+    pub upload_extra_types: Vec<String>,
+    /// Hours after which an upload never sent with a message is deleted.
+    #[arg(long, env = "UPLOAD_ORPHAN_HOURS", default_value_t = 24)]
+    pub upload_orphan_hours: u64,
 }
 
 impl ServiceArgs {
@@ -165,6 +183,21 @@ impl ServiceArgs {
                 presence_grace: defaults.presence_grace,
             },
             metrics: None,
+            files: crate::FilesConfig {
+                store: Some(self.file_store_url),
+                upload: chat_files::UploadConfig {
+                    max_upload_bytes: self.max_upload_bytes,
+                    extra_types: self
+                        .upload_extra_types
+                        .into_iter()
+                        .map(|t| t.trim().to_owned())
+                        .filter(|t| !t.is_empty())
+                        .collect(),
+                    ..chat_files::UploadConfig::default()
+                },
+                orphan_after: Duration::from_secs(self.upload_orphan_hours.max(1) * 3600),
+                ..crate::FilesConfig::default()
+            },
         }
     }
 }

@@ -24,6 +24,7 @@ mod config;
 mod connection;
 mod delivery;
 mod error;
+mod files;
 mod http;
 mod hub;
 mod metrics;
@@ -43,6 +44,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::{redact_url, Config, Limits, ServiceArgs};
 pub use error::ServiceError;
+pub use files::FilesConfig;
 pub use metrics::install_recorder as install_metrics_recorder;
 
 use crate::hub::Hub;
@@ -65,6 +67,14 @@ pub async fn run(
     chat_proto::limits::check_internal_api_key(&config.internal_api_key)
         .map_err(ServiceError::Config)?;
     let store = Store::open(&config.database_url).await?;
+    let files = files::Files::open(&config.files).await?;
+    let janitor = files.as_ref().map(|files| {
+        tokio::spawn(files::janitor(
+            store.clone(),
+            files.store().clone(),
+            config.files.clone(),
+        ))
+    });
     let prometheus = config
         .metrics
         .clone()
@@ -93,6 +103,7 @@ pub async fn run(
         prometheus,
         shutdown: token.clone(),
         connections: TaskTracker::new(),
+        files,
     });
     tracing::info!(
         address = %listener.local_addr()?,
@@ -123,6 +134,9 @@ pub async fn run(
     }
     if let Some(retention) = retention {
         retention.abort();
+    }
+    if let Some(janitor) = janitor {
+        janitor.abort();
     }
     presence.store_last_seen().await;
     drop(presence);

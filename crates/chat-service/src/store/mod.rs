@@ -253,7 +253,9 @@ pub(crate) enum Change {
     /// Records an upload (see [`Store::add_file`]).
     AddFile(Box<FileRecord>),
     /// See [`Store::sweep_files`].
-    SweepFiles { unsent_before_ms: i64 },
+    SweepFiles {
+        unsent_before_ms: i64,
+    },
     /// See [`Store::forget_blob`].
     ForgetBlob(chat_files::ContentHash),
 }

@@ -56,12 +56,11 @@ pub(super) async fn condemned_blobs(
     pool: &AnyPool,
     limit: usize,
 ) -> Result<Vec<ContentHash>, StoreError> {
-    let hashes: Vec<String> = sqlx::query_scalar(
-        "SELECT sha256 FROM blobs WHERE condemned = 1 ORDER BY sha256 LIMIT $1",
-    )
-    .bind(limit as i64)
-    .fetch_all(pool)
-    .await?;
+    let hashes: Vec<String> =
+        sqlx::query_scalar("SELECT sha256 FROM blobs WHERE condemned = 1 ORDER BY sha256 LIMIT $1")
+            .bind(limit as i64)
+            .fetch_all(pool)
+            .await?;
     hashes
         .iter()
         .map(|hash| {
@@ -78,10 +77,8 @@ pub(super) async fn fill_attachments<'c>(
     messages: &mut [&mut ChatMessage],
 ) -> Result<(), StoreError> {
     let live = messages.iter().filter(|m| !m.deleted);
-    let (Some(first), Some(last)) = (
-        live.clone().map(|m| m.seq).min(),
-        live.map(|m| m.seq).max(),
-    ) else {
+    let (Some(first), Some(last)) = (live.clone().map(|m| m.seq).min(), live.map(|m| m.seq).max())
+    else {
         return Ok(());
     };
     let room_id = messages[0].room_id.clone();
