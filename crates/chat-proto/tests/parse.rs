@@ -427,7 +427,9 @@ fn attachments_are_distinct_file_ids_and_make_text_optional() {
         } => assert_eq!((message.as_str(), attachments.len()), ("look", 1)),
         other => panic!("{other:?}"),
     }
-    match parse(&frame(r#"{"roomId":"r","message":" \n ","attachments":["f1"]}"#)) {
+    match parse(&frame(
+        r#"{"roomId":"r","message":" \n ","attachments":["f1"]}"#,
+    )) {
         ClientEvent::Message { message, .. } => assert_eq!(message, ""),
         other => panic!("{other:?}"),
     }
