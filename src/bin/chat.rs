@@ -151,6 +151,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     gateway_config.metrics = Some(metrics.clone());
     let mut service_config = args.service.into_config(internal_key);
     service_config.metrics = Some(metrics);
+    // One MAX_UPLOAD_BYTES for both halves.
+    gateway_config.limits.max_upload_bytes = service_config.files.upload.max_upload_bytes;
 
     let (stop_gateway, gateway_stop) = watch::channel(false);
     let (stop_service, service_stop) = watch::channel(false);

@@ -193,7 +193,18 @@ fn classify(kind: &ErrorKind) -> AuthFailure {
 /// The token from the `access_token` cookie (among any others), else from
 /// `Authorization: Bearer`.
 pub fn token_from_headers(headers: &HeaderMap) -> Option<&str> {
-    let from_cookie = headers
+    cookie_token(headers).or_else(|| {
+        let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, token) = value.trim().split_once(' ')?;
+        let token = token.trim();
+        (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    })
+}
+
+/// The token in the `access_token` cookie, if the request carries one: what
+/// a browser sends by itself, whichever site made the request.
+pub fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -201,13 +212,7 @@ pub fn token_from_headers(headers: &HeaderMap) -> Option<&str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| name.trim() == ACCESS_TOKEN_COOKIE)
         .map(|(_, value)| value.trim().trim_matches('"'))
-        .filter(|value| !value.is_empty());
-    from_cookie.or_else(|| {
-        let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-        let (scheme, token) = value.trim().split_once(' ')?;
-        let token = token.trim();
-        (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-    })
+        .filter(|value| !value.is_empty())
 }
 
 /// Signs an HS256 token the gateway accepts (dev login, `chat token`).

@@ -83,6 +83,11 @@ pub struct Limits {
     pub max_connections: usize,
     /// A client must send its whole request head within this long.
     pub header_read_timeout: Duration,
+    /// Largest file an upload may carry (`MAX_UPLOAD_BYTES`, as the
+    /// service's): a body that cannot fit is refused before it is read.
+    pub max_upload_bytes: u64,
+    /// An upload whose body sends nothing for this long is ended.
+    pub upload_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -105,6 +110,8 @@ impl Default for Limits {
             upstream_connect_timeout: Duration::from_secs(5),
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
+            max_upload_bytes: chat_proto::limits::DEFAULT_MAX_UPLOAD_BYTES,
+            upload_idle_timeout: Duration::from_secs(30),
         }
     }
 }

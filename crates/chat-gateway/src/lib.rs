@@ -19,6 +19,7 @@
 mod admission;
 mod auth;
 mod config;
+mod files;
 mod metrics;
 mod nodes;
 mod rejection;
@@ -39,7 +40,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use admission::{normalize_origin, origin_allowed, ClientView, Scheme};
 pub use auth::{
-    mint_hs256_token, token_from_headers, AuthFailure, Identity, TokenVerifier,
+    cookie_token, mint_hs256_token, token_from_headers, AuthFailure, Identity, TokenVerifier,
     ACCESS_TOKEN_COOKIE, MIN_HS256_SECRET_BYTES,
 };
 pub use config::{GatewayArgs, GatewayConfig, HealthCheck, JwtConfig, JwtKey, Limits, RedisConfig};

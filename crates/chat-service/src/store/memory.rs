@@ -236,10 +236,10 @@ impl MemoryStore {
         let mut files = self.files();
         files.remove_where(|file| match &file.message_id {
             None => file.created_at_ms < unsent_before_ms,
-            Some(id) => !rooms
+            Some(id) => rooms
                 .get(&file.room_id)
                 .and_then(|log| log.message(id))
-                .is_some_and(|message| !message.deleted),
+                .is_none_or(|message| message.deleted),
         });
         true
     }

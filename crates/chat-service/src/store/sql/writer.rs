@@ -155,7 +155,7 @@ async fn append_isolating(
     for earlier in earlier {
         let answer = match earlier {
             None => stored.next().expect("one answer per fresh row"),
-            Some(Earlier::Stored(message)) => Appended::Repeated(message),
+            Some(Earlier::Stored(message)) => Appended::Repeated(*message),
             Some(Earlier::InBatch(first)) => match &answers[first] {
                 Appended::Stored(RoomEvent::Message(message)) | Appended::Repeated(message) => {
                     Appended::Repeated(message.clone())
@@ -273,7 +273,7 @@ async fn apply(pool: &AnyPool, change: Change) -> Result<bool, StoreError> {
 /// Where a row's `clientId` was used before by the same user in the same
 /// room: in a stored message within the window, or earlier in the batch.
 enum Earlier {
-    Stored(ChatMessage),
+    Stored(Box<ChatMessage>),
     InBatch(usize),
 }
 
@@ -322,7 +322,7 @@ async fn earlier_sends(
         if let Some(message) = original.as_mut() {
             files::fill_attachments(pool, &mut [message]).await?;
         }
-        earlier.push(original.map(Earlier::Stored));
+        earlier.push(original.map(|message| Earlier::Stored(Box::new(message))));
     }
     Ok(earlier)
 }
