@@ -35,6 +35,11 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("chat-service: {why}");
         std::process::exit(2);
     }
+    let service_config = args.service.into_config(key);
+    if let Err(why) = service_config.files.check() {
+        eprintln!("chat-service: FILE_STORE_URL: {why}");
+        std::process::exit(2);
+    }
     chat::init_tracing(chat::json_logs_requested());
     let shutdown = chat::shutdown_signal();
     let open_files = chat::raise_open_files_limit();
@@ -50,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(addr) = chat::spawn_metrics(&args.metrics_addr, metrics.clone()).await? {
         println!("metrics on http://{addr}/metrics");
     }
-    let mut config = args.service.into_config(key);
+    let mut config = service_config;
     config.limits.max_connections =
         chat::connections_within(open_files, 1, config.limits.max_connections);
     config.metrics = Some(metrics);

@@ -59,6 +59,17 @@ impl Default for FilesConfig {
     }
 }
 
+impl FilesConfig {
+    /// Whether the file store's URL is one that can work, for the binaries
+    /// to refuse at start (the store itself is opened by `run`).
+    pub fn check(&self) -> Result<(), FileError> {
+        match &self.store {
+            Some(url) => StoreConfig::from_url(url).map(drop),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The open file store and what takes uploads into it.
 pub(crate) struct Files {
     uploader: Uploader,
