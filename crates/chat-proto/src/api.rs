@@ -179,22 +179,6 @@ pub struct FileInfo {
     pub thumbnail_url: Option<String>,
 }
 
-impl FileInfo {
-    /// The file as a message carries it.
-    pub fn attachment(&self) -> crate::server::Attachment {
-        crate::server::Attachment {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            size: self.size,
-            content_type: self.content_type.clone(),
-            width: self.width,
-            height: self.height,
-            url: self.url.clone(),
-            thumbnail_url: self.thumbnail_url.clone(),
-        }
-    }
-}
-
 /// Response of the gateway's `GET /chat/api/rtc/ice-servers`: the
 /// `iceServers` of a WebRTC `RTCConfiguration`, ready to pass to
 /// `new RTCPeerConnection({iceServers})`. Empty when none are configured

@@ -779,3 +779,72 @@ async fn without_a_file_store_uploads_are_refused_and_nothing_is_found() {
         404
     );
 }
+
+/// Two service processes on one database: a file sent from both at once is
+/// sent once, the other message refused with `invalid_attachment`.
+async fn two_services_send_a_file_once(db: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    // One after the other: each migrates the database before it serves.
+    let first = TestServer::start(config(&db, dir.path())).await;
+    first.stats().await;
+    let second = TestServer::start(config(&db, dir.path())).await;
+    second.stats().await;
+    for round in 0..5 {
+        let info = uploaded(
+            &first,
+            "ann",
+            "lobby",
+            "a.txt",
+            "text/plain",
+            format!("round {round}").as_bytes(),
+        )
+        .await;
+        let mut a = first.connect("ann").await;
+        let mut b = second.connect("ann").await;
+        a.join("lobby").await;
+        b.join("lobby").await;
+        let frame = json!({"roomId": "lobby", "message": "mine", "attachments": [info["id"]]});
+        tokio::join!(
+            a.send("chat.message", frame.clone()),
+            b.send("chat.message", frame)
+        );
+        let mut outcomes = Vec::new();
+        for client in [&mut a, &mut b] {
+            loop {
+                let (event, data) = client.next_event().await;
+                match event.as_str() {
+                    "chat.message"
+                        if data["message"] == "mine"
+                            && data["attachments"][0]["id"] == info["id"] =>
+                    {
+                        outcomes.push("sent");
+                        break;
+                    }
+                    "error" => {
+                        assert_eq!(data["code"], "invalid_attachment", "{data}");
+                        outcomes.push("refused");
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        outcomes.sort();
+        assert_eq!(outcomes, ["refused", "sent"], "round {round}");
+    }
+}
+
+mod shared_database {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        two_services_send_a_file_once(backends::sqlite()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: set TEST_POSTGRES_URL and run with --include-ignored"]
+    async fn postgres() {
+        two_services_send_a_file_once(backends::postgres().await).await;
+    }
+}

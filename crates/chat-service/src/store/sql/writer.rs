@@ -559,9 +559,10 @@ async fn activity_of(
 /// them between our reading and our writing (SQLite has one writer at a
 /// time anyway). Creates no row.
 async fn lock_rooms(tx: &mut Transaction<'_, Any>, batch: &[NewEvent]) -> Result<(), StoreError> {
+    // Messages that attach files read the files' records first.
     let rooms: BTreeSet<&RoomId> = batch
         .iter()
-        .filter(|e| !matches!(e, NewEvent::Message(_)))
+        .filter(|e| !matches!(e, NewEvent::Message(new) if new.attachments.is_empty()))
         .map(NewEvent::room_id)
         .collect();
     for room in rooms {
