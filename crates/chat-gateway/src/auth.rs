@@ -258,12 +258,24 @@ impl Gateway {
 /// Extractor for plain HTTP routes (everything under `/chat/api`): rejects
 /// with a JSON 401, and with 429 past the user's request rate. Every
 /// authenticated HTTP route takes this extractor, so none is unlimited.
+/// Downloads of files (`/chat/api/files/...`) count against a limit of
+/// their own: a page shows many thumbnails at once.
 impl FromRequestParts<Gateway> for Identity {
     type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, gateway: &Gateway) -> Result<Self, Rejection> {
         let identity = gateway.authenticate(&parts.headers)?;
-        if let Err(not_until) = gateway.api_limiter.check_key(&identity.user_id) {
+        let is_download = parts
+            .uri
+            .path()
+            .strip_prefix(chat_proto::api::FILES_PATH)
+            .is_some_and(|rest| rest.starts_with('/'));
+        let limiter = if is_download {
+            &gateway.download_limiter
+        } else {
+            &gateway.api_limiter
+        };
+        if let Err(not_until) = limiter.check_key(&identity.user_id) {
             metrics::counter!("gateway_rate_limited_requests_total").increment(1);
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             return Err(Rejection::RequestRateLimited {

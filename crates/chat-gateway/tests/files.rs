@@ -491,8 +491,11 @@ async fn uploads_count_against_the_users_request_rate() {
     let files = start(|config| {
         config.limits.api_burst = 2.try_into().unwrap();
         config.limits.api_requests_per_sec = 1.try_into().unwrap();
+        config.limits.download_burst = 5.try_into().unwrap();
+        config.limits.downloads_per_sec = 1.try_into().unwrap();
     })
     .await;
+    let other_user = || bearer("carl");
     let auth = bearer("ann");
     let body = || reqwest::Body::from(multipart("a.txt", "text/plain", b"hello"));
     for _ in 0..2 {
@@ -510,8 +513,26 @@ async fn uploads_count_against_the_users_request_rate() {
         .unwrap();
     assert_eq!(response.status(), 429);
     assert!(response.headers().contains_key("retry-after"));
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["code"], "rate_limited");
+    let refusal: Value = response.json().await.unwrap();
+    assert_eq!(refusal["code"], "rate_limited");
+    // Downloads have an allowance of their own, larger: a page loads many
+    // thumbnails at once.
+    let (status, info) = answer(
+        files
+            .upload("lobby", &[("authorization", &other_user())], body())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{info}");
+    let url = info["url"].as_str().unwrap();
+    for n in 0..5 {
+        let response = files.get(url, "carl").send().await.unwrap();
+        assert_eq!(response.status(), 200, "download {n}");
+    }
+    let response = files.get(url, "carl").send().await.unwrap();
+    assert_eq!(response.status(), 429);
     // Another user has an allowance of their own.
     let other = bearer("bob");
     let response = files
