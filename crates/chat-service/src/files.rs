@@ -33,7 +33,7 @@ use crate::state::Shared;
 use crate::store::{FileRecord, Store};
 
 /// Uploads, downloads and the clean-up of files.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FilesConfig {
     /// Where the bytes are kept (`FILE_STORE_URL`); `None`: nowhere, so
     /// uploads are refused and no file is found.
@@ -56,6 +56,28 @@ impl Default for FilesConfig {
             orphan_after: Duration::from_secs(24 * 3600),
             sweep_every: Duration::from_secs(600),
         }
+    }
+}
+
+/// The store URL's settings may hold credentials: only their names show.
+impl std::fmt::Debug for FilesConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let store = self.store.as_deref().map(|url| match url.split_once('?') {
+            Some((base, query)) => {
+                let names: Vec<&str> = query
+                    .split('&')
+                    .map(|pair| pair.split('=').next().unwrap_or_default())
+                    .collect();
+                format!("{base}?{}", names.join("&"))
+            }
+            None => url.to_owned(),
+        });
+        f.debug_struct("FilesConfig")
+            .field("store", &store)
+            .field("upload", &self.upload)
+            .field("orphan_after", &self.orphan_after)
+            .field("sweep_every", &self.sweep_every)
+            .finish()
     }
 }
 
@@ -126,11 +148,10 @@ async fn upload(
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let who = match admit_uploader(&shared, &parts.headers, &room_id).await {
-        Ok(who) => who,
+    let (room_id, who) = match admit_uploader(&shared, &parts.headers, &room_id).await {
+        Ok(admitted) => admitted,
         Err(error) => return error.into_response(),
     };
-    let (room_id, who) = who;
     let Some(files) = shared.files.as_ref() else {
         return no_file_store().into_response();
     };
@@ -162,9 +183,8 @@ async fn upload(
         created_at_ms: chat_proto::time::now_millis(),
         message_id: None,
     };
-    match record_upload(&shared, files, &record, &stored).await {
-        Ok(()) => {}
-        Err(response) => return response,
+    if let Err(response) = record_upload(&shared, files, &record, &stored).await {
+        return response;
     }
     let info: FileInfo = stored.file_info(
         record.id.clone(),
@@ -369,5 +389,24 @@ async fn delete_condemned(store: &Store, files: &FileStore) {
             }
         }
         tracing::debug!(deleted, "deleted unreferenced files");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_credentials_never_reach_logs() {
+        let config = FilesConfig {
+            store: Some("s3://b/p?endpoint=http://x:9000&secret_access_key=hunter2".into()),
+            ..FilesConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("s3://b/p?endpoint&secret_access_key"),
+            "{shown}"
+        );
     }
 }
