@@ -6,14 +6,12 @@
 //! reading, who may download what).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::Response;
-use futures_util::{Stream, StreamExt};
+use chat_edge::EarlyEnd;
 use http::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONNECTION, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE,
     CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, ORIGIN, RANGE,
@@ -92,15 +90,9 @@ pub(crate) async fn upload(
         refused("file_too_large");
         return Err(too_large);
     }
-    let over_limit = Arc::new(AtomicBool::new(false));
-    let stalled = Arc::new(AtomicBool::new(false));
-    let body = bounded(
-        body,
-        body_limit,
-        limits.upload_idle_timeout,
-        over_limit.clone(),
-        stalled.clone(),
-    );
+    // The service may answer before it has read the whole body (a refusal):
+    // the rest of the client's is then read and dropped, up to the limit.
+    let (body, watch) = chat_edge::read_apart(body, body_limit, limits.upload_idle_timeout);
     let path = format!("/api/rooms/{}/files", percent_encode(&room_id));
     let answer = gateway
         .upstream
@@ -115,12 +107,14 @@ pub(crate) async fn upload(
     match answer {
         Ok(answer) => Ok(streamed(answer)),
         // The client's body, not the service, ended the request.
-        Err(_) if over_limit.load(Ordering::SeqCst) => {
-            refused("file_too_large");
-            Err(too_large)
-        }
-        Err(_) if stalled.load(Ordering::SeqCst) => Err(Rejection::UploadStalled),
-        Err(error) => Err(upstream_failed(error)),
+        Err(error) => match watch.early_end() {
+            Some(EarlyEnd::OverLimit) => {
+                refused("file_too_large");
+                Err(too_large)
+            }
+            Some(EarlyEnd::Stalled) => Err(Rejection::UploadStalled),
+            None => Err(upstream_failed(error)),
+        },
     }
 }
 
@@ -214,49 +208,4 @@ fn streamed(answer: reqwest::Response) -> Response {
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response
-}
-
-/// The client's body as it arrives, ended with an error past `limit`
-/// bytes or when nothing comes for `idle` (and saying which).
-fn bounded(
-    body: Body,
-    limit: u64,
-    idle: std::time::Duration,
-    over_limit: Arc<AtomicBool>,
-    stalled: Arc<AtomicBool>,
-) -> impl Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
-    let chunks = body.into_data_stream();
-    futures_util::stream::unfold(
-        (chunks, 0u64, false),
-        move |(mut chunks, mut seen, done)| {
-            let (over_limit, stalled) = (over_limit.clone(), stalled.clone());
-            async move {
-                if done {
-                    return None;
-                }
-                let next = match tokio::time::timeout(idle, chunks.next()).await {
-                    Err(_) => {
-                        stalled.store(true, Ordering::SeqCst);
-                        Some(Err(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "the upload stalled",
-                        )))
-                    }
-                    Ok(None) => None,
-                    Ok(Some(Err(error))) => Some(Err(std::io::Error::other(error))),
-                    Ok(Some(Ok(chunk))) => {
-                        seen += chunk.len() as u64;
-                        if seen > limit {
-                            over_limit.store(true, Ordering::SeqCst);
-                            Some(Err(std::io::Error::other("the upload is over the limit")))
-                        } else {
-                            Some(Ok(chunk))
-                        }
-                    }
-                };
-                let failed = matches!(next, Some(Err(_)));
-                next.map(|item| (item, (chunks, seen, failed)))
-            }
-        },
-    )
 }

@@ -62,12 +62,22 @@ struct Files {
 }
 
 async fn start(tune: impl FnOnce(&mut chat_gateway::GatewayConfig)) -> Files {
+    start_limited(chat_proto::limits::DEFAULT_MAX_UPLOAD_BYTES, tune).await
+}
+
+/// Gateway and service with one upload limit.
+async fn start_limited(
+    max_upload_bytes: u64,
+    tune: impl FnOnce(&mut chat_gateway::GatewayConfig),
+) -> Files {
     let dir = tempfile::tempdir().unwrap();
     let mut service = chat_service::Config::new(KEY);
     service.files.store = Some(dir.path().display().to_string());
+    service.files.upload.max_upload_bytes = max_upload_bytes;
     let service = start_service_with(service).await;
     let mut config = gateway_config(service.addr);
     tune(&mut config);
+    config.limits.max_upload_bytes = max_upload_bytes;
     let gateway = start_gateway(config).await;
     Files {
         service,
@@ -284,6 +294,21 @@ async fn files_stream_through_the_gateway_with_the_services_headers() {
     )
     .await;
     assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+    // Refused before the service read the body: the answer still arrives.
+    let big = document(5 * 1024 * 1024, 9);
+    let (status, body) = answer(
+        files
+            .upload(
+                "private:team",
+                &[("authorization", &auth)],
+                multipart("big.pdf", "application/pdf", &big).into(),
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
     drop(files.service);
 }
 
@@ -419,7 +444,7 @@ fn raw_upload(gateway: SocketAddr, head: &str, body_part: &[u8]) -> String {
 #[tokio::test]
 async fn too_large_is_refused_before_the_body_is_read() {
     let limit = 512 * 1024;
-    let files = start(|config| config.limits.max_upload_bytes = limit).await;
+    let files = start_limited(limit, |_| {}).await;
     let head = format!(
         "POST /chat/api/rooms/lobby/files HTTP/1.1\r\nHost: {}\r\nauthorization: {}\r\n\
          content-type: {}\r\ncontent-length: {}\r\n\r\n",
@@ -471,6 +496,23 @@ async fn too_large_is_refused_before_the_body_is_read() {
         read < 32 * 1024 * 1024,
         "{read} of 128 MiB pulled for a limit of {limit}"
     );
+
+    // Over by one byte, its length within the allowance: the service
+    // refuses it while reading, and the refusal reaches the client.
+    for _ in 0..3 {
+        let response = files
+            .upload(
+                "lobby",
+                &[("authorization", &auth)],
+                multipart("over.txt", "text/plain", &vec![b'z'; limit as usize + 1]).into(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 413);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "file_too_large");
+    }
 
     // Just under the limit goes through.
     let exact = vec![b'y'; limit as usize];

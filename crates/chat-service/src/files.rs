@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use chat_edge::EarlyEnd;
 use chat_files::{
     plan_download, Blob, Download, FileError, FileErrorCode, FileStore, StoreConfig, StoredFile,
     UploadConfig, Uploader,
@@ -148,23 +149,36 @@ async fn upload(
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
+    if let Err(error) = authorize(&shared, &parts.headers) {
+        return error.into_response();
+    }
+    let Some(files) = shared.files.as_ref() else {
+        return no_file_store().into_response();
+    };
+    // Declared too large: answered without reading any of it.
+    if let Err(error) = files.uploader.check_declared_length(&parts.headers) {
+        return file_error(error);
+    }
+    // From here a refusal leaves the rest of the body to be read and
+    // dropped (up to the limit), so the gateway, still sending, reads it.
+    let limit = chat_proto::limits::upload_body_limit(files.uploader.config().max_upload_bytes);
+    let (body, watch) = chat_edge::read_apart(body, limit, shared.config.limits.idle_timeout);
     let (room_id, who) = match admit_uploader(&shared, &parts.headers, &room_id).await {
         Ok(admitted) => admitted,
         Err(error) => return error.into_response(),
     };
-    let Some(files) = shared.files.as_ref() else {
-        return no_file_store().into_response();
-    };
-    if let Err(error) = files.uploader.check_declared_length(&parts.headers) {
-        return file_error(error);
-    }
-    let stored = match files
-        .uploader
-        .ingest(&parts.headers, body.into_data_stream())
-        .await
-    {
+    let stored = match files.uploader.ingest(&parts.headers, body).await {
         Ok(stored) => stored,
         Err(error) => {
+            let error = match watch.early_end() {
+                Some(EarlyEnd::OverLimit) => FileError::FileTooLarge {
+                    limit: files.uploader.config().max_upload_bytes,
+                },
+                Some(EarlyEnd::Stalled) => FileError::InvalidUpload(
+                    "the upload stalled: nothing arrived for too long".into(),
+                ),
+                None => error,
+            };
             tracing::debug!(code = error.code().as_str(), %error, "upload refused");
             return file_error(error);
         }
@@ -201,7 +215,6 @@ async fn admit_uploader(
     headers: &HeaderMap,
     room_id: &str,
 ) -> Result<(RoomId, Identity), ApiError> {
-    authorize(shared, headers)?;
     let who = identity(headers, shared.config.limits.proto.max_username_chars)?;
     let room_id = RoomId::parse(room_id, &shared.config.limits.proto).map_err(ApiError::Invalid)?;
     admit(shared, &room_id, &who).await?;
