@@ -95,6 +95,23 @@ done
 echo "median upload:   $(printf '%s\n' "${up[@]}" | median | mib_s) MiB/s"
 echo "median download: $(printf '%s\n' "${down[@]}" | median | mib_s) MiB/s"
 
+# The same, straight to the service (as the gateway calls it): what the gateway's hop costs.
+direct_up=()
+direct_down=()
+for run in $(seq "$RUNS"); do
+  make_file "direct-$run"
+  speed="$(curl -sS --max-time 120 -o "$work/direct-$run.json" -w '%{speed_upload}' \
+    -H "x-internal-api-key: $INTERNAL_API_KEY" -H 'x-user-id: bench' -H 'Expect:' \
+    -F "file=@$work/direct-$run.pdf;type=application/pdf" \
+    "http://127.0.0.1:$SERVICE_PORT/api/rooms/bench/files")"
+  direct_up+=("$speed")
+  path="$(sed -n 's/.*"url":"\/chat\([^"]*\)".*/\1/p' "$work/direct-$run.json")"
+  direct_down+=("$(curl -sS --max-time 120 -o /dev/null -w '%{speed_download}' \
+    -H "x-internal-api-key: $INTERNAL_API_KEY" -H 'x-user-id: bench' "http://127.0.0.1:$SERVICE_PORT$path")")
+done
+echo "median upload straight to the service:   $(printf '%s\n' "${direct_up[@]}" | median | mib_s) MiB/s"
+echo "median download straight from the service: $(printf '%s\n' "${direct_down[@]}" | median | mib_s) MiB/s"
+
 echo "== $CONCURRENT uploads of $SIZE_MIB MiB at once, $ROUNDS rounds (RSS in MiB)"
 echo "at rest: gateway $(( $(rss_kib "$gateway_pid") / 1024 )) service $(( $(rss_kib "$service_pid") / 1024 ))"
 peaks_gateway=()
@@ -103,7 +120,7 @@ walls=()
 for round in $(seq "$ROUNDS"); do
   for n in $(seq "$CONCURRENT"); do make_file "r$round-$n"; done
   : >"$work/samples"
-  ( while :; do echo "$(rss_kib "$gateway_pid") $(rss_kib "$service_pid")" >>"$work/samples"; sleep 0.05; done ) &
+  ( while :; do echo "$(rss_kib "$gateway_pid") $(rss_kib "$service_pid")" >>"$work/samples"; sleep 0.02; done ) &
   sampler=$!
   started=$(date +%s.%N)
   upload_pids=()
