@@ -15,6 +15,10 @@
 //! For calls it hands out ICE servers (`/chat/api/rtc/ice-servers`, with
 //! time-limited TURN credentials), and counts signaling frames against a
 //! per-user limit of their own.
+//!
+//! Files attached to messages are streamed to the service as they are
+//! uploaded (`/chat/api/rooms/{id}/files`, Origin-checked, refused early
+//! when too large) and back as they are downloaded (`/chat/api/files/{id}`).
 
 mod admission;
 mod auth;

@@ -12,6 +12,8 @@
 //! - `session`: the protocol rules for one connection.
 //! - `hub`: rooms, membership announcements and fan-out (synchronous).
 //! - `sequencer`: the single writer that commits, then delivers, messages.
+//! - `files`: uploads and downloads of files attached to messages, and the
+//!   janitor deleting what nothing refers to.
 //! - [`store`]: `seq` assignment and history on memory, SQLite or PostgreSQL.
 //! - [`config`]: settings and their flags.
 //!

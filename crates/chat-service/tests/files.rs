@@ -723,6 +723,32 @@ async fn uploads_never_sent_are_deleted_after_the_orphan_age(db: TestDb) {
     )
     .await;
     ann.expect_error("invalid_attachment").await;
+
+    // A message pruned by retention takes its files with it, as a
+    // deletion does (the janitor finds files whose message is gone).
+    if db.url == "memory:" {
+        return;
+    }
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    let message_id: String = sqlx::query_scalar("SELECT message_id FROM files WHERE id = $1")
+        .bind(sent["id"].as_str().unwrap())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // What `prune` does to an old message.
+    sqlx::query("DELETE FROM room_events WHERE id = $1")
+        .bind(&message_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let sent_hash = hash_of(&sent);
+    eventually("the pruned message's file to be deleted", || {
+        let (server, store, sent) = (&server, &store, &sent);
+        async move { status_of(server, "ann", &sent["url"]).await == 404 && !store.has(sent_hash).await }
+    })
+    .await;
 }
 
 crate::on_every_store!(
