@@ -25,6 +25,10 @@ struct Cli {
     /// Loopback address for Prometheus `/metrics`; empty turns it off.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9101")]
     metrics_addr: String,
+    /// Largest file an upload may carry, in bytes (the service's limit: a
+    /// body that cannot fit is refused here before it is read).
+    #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = chat_proto::limits::DEFAULT_MAX_UPLOAD_BYTES)]
+    max_upload_bytes: u64,
     #[command(flatten)]
     gateway: chat_gateway::GatewayArgs,
 }
@@ -47,6 +51,7 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return refuse(&e.to_string()),
     };
+    config.limits.max_upload_bytes = cli.max_upload_bytes;
     // A relayed socket holds two descriptors: the client's and the service's.
     config.limits.max_connections =
         chat::connections_within(open_files, 2, config.limits.max_connections);

@@ -39,6 +39,10 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("chat-service: {why}");
         std::process::exit(2);
     }
+    if let Err(why) = config.files.check() {
+        eprintln!("chat-service: FILE_STORE_URL: {why}");
+        std::process::exit(2);
+    }
     chat::init_tracing(chat::json_logs_requested());
     let shutdown = chat::shutdown_signal();
     let open_files = chat::raise_open_files_limit();

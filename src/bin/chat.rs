@@ -157,7 +157,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics_addr = chat::spawn_metrics(&args.metrics_addr, metrics.clone()).await?;
     gateway_config.metrics = Some(metrics.clone());
     let mut service_config = service_config;
+    service_config.files.check().context("FILE_STORE_URL")?;
     service_config.metrics = Some(metrics);
+    // One MAX_UPLOAD_BYTES for both halves.
+    gateway_config.limits.max_upload_bytes = service_config.files.upload.max_upload_bytes;
 
     let (stop_gateway, gateway_stop) = watch::channel(false);
     let (stop_service, service_stop) = watch::channel(false);

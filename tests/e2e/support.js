@@ -2,6 +2,7 @@
 // Shared plumbing for the browser tests: the all-in-one server, Debian's Chromium, logged-in pages.
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
 const { chromium } = require('playwright-core');
 const { startCoturn } = require('./coturn');
@@ -23,9 +24,12 @@ const GATEWAY_LINE = /chat-gateway listening on (http:\/\/[^\s]+:\d+)/;
 async function startServer(extraEnv = {}) {
   const env = { ...process.env };
   for (const name of Object.keys(env)) if (/JWT|^(STUN|TURN)_/i.test(name)) delete env[name];
+  // Uploaded files go to a directory of this server's own, removed when it stops.
+  const fileStore = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-e2e-files-'));
   Object.assign(env, {
     PORT: '0', SERVICE_PORT: '0', HOST: '127.0.0.1',
     INTERNAL_API_KEY, DATABASE_URL: 'memory:', METRICS_ADDR: '', RUST_LOG: env.RUST_LOG || 'warn',
+    FILE_STORE_URL: fileStore,
   }, extraEnv);
   if (!fs.existsSync(CHAT_BIN)) throw new Error(`chat binary not found at ${CHAT_BIN} (set CHAT_BIN)`);
   const child = spawn(CHAT_BIN, [], { env, cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -69,12 +73,14 @@ async function startServer(extraEnv = {}) {
     output: () => output.join(''),
     async stop() {
       process.removeListener('exit', killOnExit);
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-      await exited;
-      clearTimeout(timer);
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((resolve) => child.once('exit', resolve));
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+        await exited;
+        clearTimeout(timer);
+      }
+      fs.rmSync(fileStore, { recursive: true, force: true });
     },
   };
 }

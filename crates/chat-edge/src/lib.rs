@@ -11,6 +11,14 @@
 //! Handlers find the peer's address as axum's `ConnectInfo<SocketAddr>`
 //! and the connection's [`ConnectionSlot`] in the request's extensions; a
 //! handler that upgrades keeps the slot for as long as the socket lives.
+//!
+//! [`read_apart`] reads an upload's body on a task of its own, so that a
+//! refusal sent before the body was read still reaches a peer that is
+//! sending it.
+
+mod body;
+
+pub use body::{read_apart, BodyStream, BodyWatch, EarlyEnd};
 
 use std::future::Future;
 use std::sync::Arc;

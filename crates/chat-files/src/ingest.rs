@@ -22,8 +22,9 @@ use crate::{sanitize_file_name, Blob, ContentHash, FileError, FileStore};
 /// The one part of an upload holding the file (what `FormData.append("file", …)` sends).
 pub const FILE_PART: &str = "file";
 /// What the multipart framing (boundaries, part headers) may add to the
-/// file's bytes before a declared `Content-Length` counts as too large.
-pub const MULTIPART_OVERHEAD_BYTES: u64 = 16 * 1024;
+/// file's bytes before a declared `Content-Length` counts as too large (the
+/// gateway's early check uses the same allowance).
+pub const MULTIPART_OVERHEAD_BYTES: u64 = chat_proto::limits::MULTIPART_OVERHEAD_BYTES;
 
 /// Limits and choices for uploads.
 #[derive(Debug, Clone)]
@@ -50,7 +51,7 @@ pub struct UploadConfig {
 impl Default for UploadConfig {
     fn default() -> UploadConfig {
         UploadConfig {
-            max_upload_bytes: 10 * 1024 * 1024,
+            max_upload_bytes: chat_proto::limits::DEFAULT_MAX_UPLOAD_BYTES,
             max_image_pixels: 40_000_000,
             thumbnail_max_side: 320,
             extra_types: Vec::new(),
@@ -357,9 +358,7 @@ impl Uploader {
     }
 
     fn body_limit(&self) -> u64 {
-        self.config
-            .max_upload_bytes
-            .saturating_add(MULTIPART_OVERHEAD_BYTES)
+        chat_proto::limits::upload_body_limit(self.config.max_upload_bytes)
     }
 
     fn too_large(&self) -> FileError {

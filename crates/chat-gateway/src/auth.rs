@@ -193,7 +193,18 @@ fn classify(kind: &ErrorKind) -> AuthFailure {
 /// The token from the `access_token` cookie (among any others), else from
 /// `Authorization: Bearer`.
 pub fn token_from_headers(headers: &HeaderMap) -> Option<&str> {
-    let from_cookie = headers
+    cookie_token(headers).or_else(|| {
+        let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, token) = value.trim().split_once(' ')?;
+        let token = token.trim();
+        (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    })
+}
+
+/// The token in the `access_token` cookie, if the request carries one: what
+/// a browser sends by itself, whichever site made the request.
+pub fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -201,13 +212,7 @@ pub fn token_from_headers(headers: &HeaderMap) -> Option<&str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| name.trim() == ACCESS_TOKEN_COOKIE)
         .map(|(_, value)| value.trim().trim_matches('"'))
-        .filter(|value| !value.is_empty());
-    from_cookie.or_else(|| {
-        let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-        let (scheme, token) = value.trim().split_once(' ')?;
-        let token = token.trim();
-        (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-    })
+        .filter(|value| !value.is_empty())
 }
 
 /// Signs an HS256 token the gateway accepts (dev login, `chat token`).
@@ -253,12 +258,24 @@ impl Gateway {
 /// Extractor for plain HTTP routes (everything under `/chat/api`): rejects
 /// with a JSON 401, and with 429 past the user's request rate. Every
 /// authenticated HTTP route takes this extractor, so none is unlimited.
+/// Downloads of files (`/chat/api/files/...`) count against a limit of
+/// their own: a page shows many thumbnails at once.
 impl FromRequestParts<Gateway> for Identity {
     type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, gateway: &Gateway) -> Result<Self, Rejection> {
         let identity = gateway.authenticate(&parts.headers)?;
-        if let Err(not_until) = gateway.api_limiter.check_key(&identity.user_id) {
+        let is_download = parts
+            .uri
+            .path()
+            .strip_prefix(chat_proto::api::FILES_PATH)
+            .is_some_and(|rest| rest.starts_with('/'));
+        let limiter = if is_download {
+            &gateway.download_limiter
+        } else {
+            &gateway.api_limiter
+        };
+        if let Err(not_until) = limiter.check_key(&identity.user_id) {
             metrics::counter!("gateway_rate_limited_requests_total").increment(1);
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             return Err(Rejection::RequestRateLimited {

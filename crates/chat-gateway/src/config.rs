@@ -68,6 +68,10 @@ pub struct Limits {
     /// HTTP requests per user under `/chat/api`.
     pub api_burst: NonZeroU32,
     pub api_requests_per_sec: NonZeroU32,
+    /// File downloads per user, counted apart (a page loads many
+    /// thumbnails at once).
+    pub download_burst: NonZeroU32,
+    pub downloads_per_sec: NonZeroU32,
     pub connect_burst: NonZeroU32,
     pub connects_per_min: NonZeroU32,
     pub max_connections_per_user: u32,
@@ -83,6 +87,11 @@ pub struct Limits {
     pub max_connections: usize,
     /// A client must send its whole request head within this long.
     pub header_read_timeout: Duration,
+    /// Largest file an upload may carry (`MAX_UPLOAD_BYTES`, as the
+    /// service's): a body that cannot fit is refused before it is read.
+    pub max_upload_bytes: u64,
+    /// An upload whose body sends nothing for this long is ended.
+    pub upload_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -96,6 +105,8 @@ impl Default for Limits {
             abuse_window: Duration::from_secs(60),
             api_burst: NonZeroU32::new(20).expect("non-zero"),
             api_requests_per_sec: NonZeroU32::new(5).expect("non-zero"),
+            download_burst: NonZeroU32::new(200).expect("non-zero"),
+            downloads_per_sec: NonZeroU32::new(50).expect("non-zero"),
             connect_burst: NonZeroU32::new(20).expect("non-zero"),
             connects_per_min: NonZeroU32::new(60).expect("non-zero"),
             max_connections_per_user: 20,
@@ -105,6 +116,8 @@ impl Default for Limits {
             upstream_connect_timeout: Duration::from_secs(5),
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
+            max_upload_bytes: chat_proto::limits::DEFAULT_MAX_UPLOAD_BYTES,
+            upload_idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -260,6 +273,12 @@ pub struct GatewayArgs {
     /// HTTP requests per user per second under /chat/api, sustained.
     #[arg(long, env = "API_RATE_LIMIT_PER_SEC", default_value_t = 5)]
     pub api_rate_limit_per_sec: u32,
+    /// File downloads (/chat/api/files/...) per user allowed in a burst.
+    #[arg(long, env = "DOWNLOAD_RATE_LIMIT_BURST", default_value_t = 200)]
+    pub download_rate_limit_burst: u32,
+    /// File downloads per user per second, sustained.
+    #[arg(long, env = "DOWNLOAD_RATE_LIMIT_PER_SEC", default_value_t = 50)]
+    pub download_rate_limit_per_sec: u32,
     /// New connections per client IP allowed in a burst.
     #[arg(long, env = "CONNECT_RATE_BURST", default_value_t = 20)]
     pub connect_rate_burst: u32,
@@ -387,6 +406,12 @@ impl GatewayArgs {
         config.limits.api_burst = positive("API_RATE_LIMIT_BURST", self.api_rate_limit_burst)?;
         config.limits.api_requests_per_sec =
             positive("API_RATE_LIMIT_PER_SEC", self.api_rate_limit_per_sec)?;
+        config.limits.download_burst =
+            positive("DOWNLOAD_RATE_LIMIT_BURST", self.download_rate_limit_burst)?;
+        config.limits.downloads_per_sec = positive(
+            "DOWNLOAD_RATE_LIMIT_PER_SEC",
+            self.download_rate_limit_per_sec,
+        )?;
         config.limits.connect_burst = positive("CONNECT_RATE_BURST", self.connect_rate_burst)?;
         config.limits.connects_per_min =
             positive("CONNECT_RATE_PER_MIN", self.connect_rate_per_min)?;

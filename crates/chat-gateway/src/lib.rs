@@ -15,10 +15,15 @@
 //! For calls it hands out ICE servers (`/chat/api/rtc/ice-servers`, with
 //! time-limited TURN credentials), and counts signaling frames against a
 //! per-user limit of their own.
+//!
+//! Files attached to messages are streamed to the service as they are
+//! uploaded (`/chat/api/rooms/{id}/files`, Origin-checked, refused early
+//! when too large) and back as they are downloaded (`/chat/api/files/{id}`).
 
 mod admission;
 mod auth;
 mod config;
+mod files;
 mod metrics;
 mod nodes;
 mod rejection;
@@ -39,7 +44,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use admission::{normalize_origin, origin_allowed, ClientView, Scheme};
 pub use auth::{
-    mint_hs256_token, token_from_headers, AuthFailure, Identity, TokenVerifier,
+    cookie_token, mint_hs256_token, token_from_headers, AuthFailure, Identity, TokenVerifier,
     ACCESS_TOKEN_COOKIE, MIN_HS256_SECRET_BYTES,
 };
 pub use config::{GatewayArgs, GatewayConfig, HealthCheck, JwtConfig, JwtKey, Limits, RedisConfig};

@@ -2,7 +2,7 @@
 
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use http::header::RETRY_AFTER;
+use http::header::{CONNECTION, RETRY_AFTER};
 use http::StatusCode;
 
 use crate::auth::AuthFailure;
@@ -15,6 +15,15 @@ pub enum Rejection {
     Unauthorized(AuthFailure),
     #[error("origin not allowed")]
     OriginNotAllowed,
+    /// An upload authenticated by cookie without an `Origin` (browsers
+    /// always send one): a program uses a bearer token instead.
+    #[error("an upload authenticated by the cookie must carry an Origin header; programs send Authorization: Bearer")]
+    OriginRequired,
+    /// An upload whose declared or actual length cannot fit the limit.
+    #[error("the file is larger than the limit of {limit} bytes")]
+    FileTooLarge { limit: u64 },
+    #[error("the upload stalled: nothing arrived for too long")]
+    UploadStalled,
     #[error("too many new connections from this address")]
     ConnectRateLimited { retry_after_secs: u64 },
     #[error("too many requests: slow down")]
@@ -41,6 +50,9 @@ impl Rejection {
         match self {
             Rejection::Unauthorized(failure) => (StatusCode::UNAUTHORIZED, failure.code()),
             Rejection::OriginNotAllowed => (StatusCode::FORBIDDEN, "origin_not_allowed"),
+            Rejection::OriginRequired => (StatusCode::FORBIDDEN, "origin_required"),
+            Rejection::FileTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "file_too_large"),
+            Rejection::UploadStalled => (StatusCode::REQUEST_TIMEOUT, "upload_stalled"),
             Rejection::ConnectRateLimited { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "connect_rate_limited")
             }
@@ -78,6 +90,10 @@ impl IntoResponse for Rejection {
             Rejection::ConnectRateLimited { retry_after_secs }
             | Rejection::RequestRateLimited { retry_after_secs } => {
                 (status, [(RETRY_AFTER, retry_after_secs.to_string())], body).into_response()
+            }
+            // The rest of the body is not read: the connection ends with this.
+            Rejection::FileTooLarge { .. } | Rejection::UploadStalled => {
+                (status, [(CONNECTION, "close")], body).into_response()
             }
             _ => (status, body).into_response(),
         }

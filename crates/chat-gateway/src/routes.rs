@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, Query, RawQuery, Request, State};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chat_edge::ConnectionSlot;
 use http::header::{
@@ -35,6 +35,16 @@ pub fn router(gateway: Gateway) -> Router {
     let mut router = Router::new()
         .route("/chat/ws", get(chat_ws))
         .route("/chat/api/rooms/{room_id}/{resource}", get(room_api))
+        // Static beats the parameter: GET here is still the room API's 404.
+        .route(
+            "/chat/api/rooms/{room_id}/files",
+            post(crate::files::upload).get(room_api),
+        )
+        .route("/chat/api/files/{file_id}", get(crate::files::download))
+        .route(
+            "/chat/api/files/{file_id}/thumbnail",
+            get(crate::files::thumbnail),
+        )
         .route("/chat/api/dms", get(dms))
         .route("/chat/api/rtc/ice-servers", get(crate::rtc::ice_servers))
         .route("/healthz", get(healthz))

@@ -31,6 +31,8 @@ pub struct Shared {
     pub signal_limiter: DefaultKeyedRateLimiter<Arc<str>>,
     /// HTTP requests per user under `/chat/api`.
     pub api_limiter: DefaultKeyedRateLimiter<Arc<str>>,
+    /// File downloads per user (`/chat/api/files/...`), apart from the rest.
+    pub download_limiter: DefaultKeyedRateLimiter<Arc<str>>,
     pub user_connections: Arc<UserConnections>,
     pub metrics: PrometheusHandle,
     /// Flips to `true` when the gateway starts shutting down.
@@ -92,6 +94,9 @@ impl Gateway {
             api_limiter: RateLimiter::keyed(
                 Quota::per_second(limits.api_requests_per_sec).allow_burst(limits.api_burst),
             ),
+            download_limiter: RateLimiter::keyed(
+                Quota::per_second(limits.downloads_per_sec).allow_burst(limits.download_burst),
+            ),
             user_connections: Arc::new(UserConnections::new(shared_count)),
             metrics,
             shutdown,
@@ -124,6 +129,8 @@ impl Gateway {
         self.signal_limiter.shrink_to_fit();
         self.api_limiter.retain_recent();
         self.api_limiter.shrink_to_fit();
+        self.download_limiter.retain_recent();
+        self.download_limiter.shrink_to_fit();
         self.metrics.run_upkeep();
     }
 }

@@ -39,6 +39,10 @@ impl RoomResource {
     }
 }
 
+/// How long the service has to answer a request of the room API (and the
+/// head of a download).
+const API_ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// A 101 from the service is a few hundred bytes; anything this big is wrong.
 const MAX_RESPONSE_HEAD: usize = 8 * 1024;
 
@@ -174,6 +178,9 @@ pub struct Upstream {
     nodes: Nodes,
     internal_api_key: HeaderValue,
     http: reqwest::Client,
+    /// For files: no overall deadline, since a body takes as long as the
+    /// client takes to send or read it.
+    files: reqwest::Client,
     connect_timeout: Duration,
     health_timeout: Duration,
 }
@@ -205,13 +212,18 @@ impl Upstream {
         internal_api_key.set_sensitive(true);
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
-            .timeout(Duration::from_secs(15))
+            .timeout(API_ANSWER_TIMEOUT)
+            .build()
+            .map_err(|e| GatewayError::Config(format!("cannot build HTTP client: {e}")))?;
+        let files = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
             .build()
             .map_err(|e| GatewayError::Config(format!("cannot build HTTP client: {e}")))?;
         Ok(Upstream {
             nodes: Nodes::new(urls, health.unhealthy_after),
             internal_api_key,
             http,
+            files,
             connect_timeout,
             health_timeout: health.timeout,
         })
@@ -398,6 +410,60 @@ impl Upstream {
             match self.room_api_on(node, identity, &path).await {
                 Err(e) if e.node_is_down() && tried.len() < self.nodes.len() => {
                     tracing::warn!(node = %node.label(), side = "upstream", error = %e, "room API request failed; trying another node");
+                    metrics::counter!("gateway_upstream_errors_total", "kind" => e.kind())
+                        .increment(1);
+                    node.mark_unhealthy(&e.to_string());
+                }
+                Err(e) => {
+                    if e.node_is_down() {
+                        node.mark_unhealthy(&e.to_string());
+                    }
+                    return Err(e);
+                }
+                Ok(answer) => return Ok(answer),
+            }
+        }
+    }
+
+    /// A file request for the user on any healthy node, its body (an
+    /// upload) streamed as it comes; the answer's head once it arrives, its
+    /// body left to stream. A request without a body goes to the next node
+    /// when one cannot be reached, and waits for the answer's head as long
+    /// as the room API does; one with a body cannot be sent twice.
+    pub async fn forward(
+        &self,
+        identity: &Identity,
+        method: http::Method,
+        path: &str,
+        headers: http::HeaderMap,
+        body: Option<reqwest::Body>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut body = body;
+        let mut tried = Vec::new();
+        loop {
+            let (index, node) = self
+                .nodes
+                .any(&tried)
+                .expect("Upstream::new refuses an empty node list");
+            tried.push(index);
+            let mut request = self
+                .files
+                .request(method.clone(), node.url.http_url(path))
+                .headers(headers.clone());
+            for (name, value) in self.identity_headers(identity) {
+                request = request.header(name, value);
+            }
+            let retriable = body.is_none();
+            let sent = match body.take() {
+                Some(body) => request.body(body).send().await,
+                None => match tokio::time::timeout(API_ANSWER_TIMEOUT, request.send()).await {
+                    Ok(sent) => sent,
+                    Err(_) => return Err(UpstreamError::Timeout),
+                },
+            };
+            match sent.map_err(UpstreamError::Http) {
+                Err(e) if e.node_is_down() && retriable && tried.len() < self.nodes.len() => {
+                    tracing::warn!(node = %node.label(), side = "upstream", error = %e, "file request failed; trying another node");
                     metrics::counter!("gateway_upstream_errors_total", "kind" => e.kind())
                         .increment(1);
                     node.mark_unhealthy(&e.to_string());

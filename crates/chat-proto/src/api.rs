@@ -150,6 +150,25 @@ pub struct HistoryResponse {
     pub has_more: bool,
 }
 
+/// Where browsers download files, through the gateway: `FILES_PATH/{id}`
+/// and `FILES_PATH/{id}/thumbnail`. The gateway forwards them to the
+/// service's `SERVICE_FILES_PATH/{id}[/thumbnail]`, and uploads from
+/// `/chat/api/rooms/{roomId}/files` to the service's
+/// `/api/rooms/{roomId}/files`.
+pub const FILES_PATH: &str = "/chat/api/files";
+/// The service's side of [`FILES_PATH`].
+pub const SERVICE_FILES_PATH: &str = "/api/files";
+
+/// The download URL of a file (ids are ours: URL-safe as they are).
+pub fn file_url(id: &str) -> String {
+    format!("{FILES_PATH}/{id}")
+}
+
+/// The URL of an image's thumbnail.
+pub fn thumbnail_url(id: &str) -> String {
+    format!("{FILES_PATH}/{id}/thumbnail")
+}
+
 /// Answer (201) of `POST /chat/api/rooms/{roomId}/files`: a stored file.
 /// `size` and `sha256` are those of the bytes as stored and served (for
 /// images, after their metadata was removed); `contentType` is the type

@@ -110,6 +110,10 @@ pub enum ClientEvent {
         /// The client's own id for this message (1-64 characters): a resend
         /// with the same id is answered with the original, not stored again.
         client_id: Option<String>,
+        /// Ids of files the sender uploaded to the room, in the order shown:
+        /// at most [`MAX_ATTACHMENTS`], each once. With at least one, the
+        /// text may be empty.
+        attachments: Vec<String>,
     },
     Typing {
         room_id: RoomId,
@@ -337,17 +341,75 @@ struct MessageData {
     message: Option<Loose<String>>,
     username: Option<Loose<String>>,
     client_id: Option<Loose<String>>,
+    attachments: Option<Loose<Vec<Loose<String>>>>,
 }
 
 impl EventData for MessageData {
     fn validate(self, limits: &ProtoLimits) -> Result<ClientEvent, ProtoError> {
+        let room_id = room_id(self.room_id, limits)?;
+        let attachments = attachment_ids(self.attachments)?;
+        // Files alone make a message: its text may then be missing or blank.
+        let message = match self.message {
+            None if !attachments.is_empty() => String::new(),
+            Some(Loose::Valid(raw)) if !attachments.is_empty() && raw.trim().is_empty() => {
+                String::new()
+            }
+            field => message_field(field, limits)?,
+        };
         Ok(ClientEvent::Message {
-            room_id: room_id(self.room_id, limits)?,
-            message: message_field(self.message, limits)?,
+            room_id,
+            message,
             username: username(self.username, limits)?,
             client_id: client_id(self.client_id)?,
+            attachments,
         })
     }
+}
+
+/// Most files one message may carry.
+pub const MAX_ATTACHMENTS: usize = 10;
+/// Longest file id a client may name, in characters (ours are 36).
+pub const MAX_FILE_ID_CHARS: usize = 128;
+
+/// The `attachments` of a message: a list of distinct file ids. Whether
+/// the sender may attach them is the store's question.
+fn attachment_ids(field: Option<Loose<Vec<Loose<String>>>>) -> Result<Vec<String>, ProtoError> {
+    let ids = match field {
+        None => return Ok(Vec::new()),
+        Some(Loose::Valid(ids)) => ids,
+        Some(Loose::Invalid(_)) => {
+            return Err(invalid_format("attachments must be a list of file ids"))
+        }
+    };
+    if ids.len() > MAX_ATTACHMENTS {
+        return Err(ProtoError::new(
+            ErrorCode::InvalidAttachment,
+            format!("a message may carry at most {MAX_ATTACHMENTS} attachments"),
+        ));
+    }
+    let mut valid: Vec<String> = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Loose::Valid(id) = id else {
+            return Err(invalid_format("attachments must be a list of file ids"));
+        };
+        if id.is_empty()
+            || id.chars().count() > MAX_FILE_ID_CHARS
+            || id.chars().any(char::is_control)
+        {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidAttachment,
+                format!("each attachment is a file id of 1-{MAX_FILE_ID_CHARS} characters"),
+            ));
+        }
+        if valid.contains(&id) {
+            return Err(ProtoError::new(
+                ErrorCode::InvalidAttachment,
+                "a file may be attached to a message once",
+            ));
+        }
+        valid.push(id);
+    }
+    Ok(valid)
 }
 
 #[derive(Deserialize)]

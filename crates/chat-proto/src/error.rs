@@ -34,6 +34,10 @@ pub enum ErrorCode {
     CallFull,
     /// A call signal larger than the relay takes.
     SignalTooLarge,
+    /// A message's `attachments` name a file the sender may not attach
+    /// there (unknown, of another room or user, attached already), or too
+    /// many of them.
+    InvalidAttachment,
 }
 
 impl ErrorCode {

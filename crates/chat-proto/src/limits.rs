@@ -15,6 +15,22 @@ pub fn check_internal_api_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Largest file an upload may carry by default, in bytes (`MAX_UPLOAD_BYTES`).
+/// The service checks it while reading an upload; the gateway refuses, before
+/// reading any of it, a request whose declared length cannot fit.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 10 * 1024 * 1024;
+
+/// What the framing of a `multipart/form-data` body (boundary lines, part
+/// headers) may add to the file's own bytes before the body counts as too
+/// large.
+pub const MULTIPART_OVERHEAD_BYTES: u64 = 16 * 1024;
+
+/// The largest request body an upload of at most `max_upload_bytes` may
+/// take: the file and its multipart framing.
+pub fn upload_body_limit(max_upload_bytes: u64) -> u64 {
+    max_upload_bytes.saturating_add(MULTIPART_OVERHEAD_BYTES)
+}
+
 /// Bounds enforced while validating client events. Defaults match the
 /// documented protocol; every one is configurable on the service.
 #[derive(Debug, Clone, PartialEq, Eq)]

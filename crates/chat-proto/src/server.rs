@@ -32,6 +32,28 @@ pub struct ChatMessage {
     /// Who reacted how; history items carry it (an empty list included),
     /// live messages do not (they have none yet).
     pub reactions: Option<Vec<ReactionSummary>>,
+    /// Files sent with the message, in the order the sender gave; left out
+    /// of its JSON when there are none (and once it is deleted).
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file attached to a message, as its room sees it: what to show and
+/// where to fetch it (through the gateway, by a member of the room).
+/// `width`, `height` and `thumbnailUrl` are there for images only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbnail_url: Option<String>,
 }
 
 /// Who a stored message is from: a user, or the application (the internal
@@ -97,7 +119,8 @@ impl Serialize for ChatMessage {
         let fields = 7
             + usize::from(self.client_id.is_some())
             + usize::from(self.edited_at_ms.is_some())
-            + usize::from(self.reactions.is_some());
+            + usize::from(self.reactions.is_some())
+            + usize::from(!self.attachments.is_empty());
         let mut data = serializer.serialize_struct("ChatMessage", fields)?;
         data.serialize_field("roomId", &self.room_id)?;
         data.serialize_field("userId", &*self.user_id)?;
@@ -114,6 +137,9 @@ impl Serialize for ChatMessage {
         }
         if let Some(reactions) = &self.reactions {
             data.serialize_field("reactions", reactions)?;
+        }
+        if !self.attachments.is_empty() {
+            data.serialize_field("attachments", &self.attachments)?;
         }
         data.end()
     }
@@ -556,6 +582,7 @@ mod tests {
             edited_at_ms: None,
             deleted: false,
             reactions: None,
+            attachments: Vec::new(),
         };
         assert_eq!(
             parsed(ServerEvent::Message(&message)),
@@ -564,6 +591,63 @@ mod tests {
                 "message": "Hello world!", "timestamp": "2025-11-17T10:00:00.000Z",
                 "id": "m1", "seq": 7}})
         );
+    }
+
+    #[test]
+    fn attachments_follow_the_message_and_go_with_its_deletion() {
+        let mut message = ChatMessage {
+            id: "m1".into(),
+            seq: 7,
+            room_id: "r".into(),
+            user_id: "123".into(),
+            username: "John".into(),
+            message: String::new(),
+            timestamp_ms: 0,
+            client_id: None,
+            kind: MessageKind::User,
+            edited_at_ms: None,
+            deleted: false,
+            reactions: None,
+            attachments: vec![
+                Attachment {
+                    id: "f1".into(),
+                    name: "cat.png".into(),
+                    size: 1234,
+                    content_type: "image/png".into(),
+                    width: Some(640),
+                    height: Some(480),
+                    url: "/chat/api/files/f1".into(),
+                    thumbnail_url: Some("/chat/api/files/f1/thumbnail".into()),
+                },
+                Attachment {
+                    id: "f2".into(),
+                    name: "notes.txt".into(),
+                    size: 5,
+                    content_type: "text/plain".into(),
+                    width: None,
+                    height: None,
+                    url: "/chat/api/files/f2".into(),
+                    thumbnail_url: None,
+                },
+            ],
+        };
+        assert_eq!(
+            parsed(ServerEvent::Message(&message))["data"]["attachments"],
+            json!([
+                {"id": "f1", "name": "cat.png", "size": 1234, "contentType": "image/png",
+                 "width": 640, "height": 480, "url": "/chat/api/files/f1",
+                 "thumbnailUrl": "/chat/api/files/f1/thumbnail"},
+                {"id": "f2", "name": "notes.txt", "size": 5, "contentType": "text/plain",
+                 "url": "/chat/api/files/f2"},
+            ])
+        );
+        message.deleted = true;
+        let deleted = parsed(ServerEvent::Message(&message));
+        assert!(deleted["data"].get("attachments").is_none(), "{deleted}");
+        message.deleted = false;
+        message.attachments.clear();
+        let plain = parsed(ServerEvent::Message(&message));
+        assert!(plain["data"].get("attachments").is_none(), "{plain}");
     }
 
     #[test]
@@ -581,6 +665,7 @@ mod tests {
             edited_at_ms: None,
             deleted: false,
             reactions: None,
+            attachments: Vec::new(),
         };
         // U+0001 encodes as six bytes.
         let heavy = "\u{1}".repeat(1000);
@@ -623,6 +708,7 @@ mod tests {
             edited_at_ms: None,
             deleted: false,
             reactions: None,
+            attachments: Vec::new(),
         };
         assert_eq!(
             parsed(ServerEvent::stored(&system)),

@@ -30,8 +30,10 @@ fn seed_examples_parse() {
             message,
             username,
             client_id,
+            attachments,
         } => {
             assert_eq!(client_id, None);
+            assert!(attachments.is_empty());
             assert_eq!(room_id.as_str(), "room123");
             assert_eq!(message, "Hello world!");
             assert_eq!(username.as_deref(), Some("John"));
@@ -400,5 +402,83 @@ fn shortened_names_end_on_a_visible_character() {
     assert_eq!(
         chat_proto::client::display_name("A0𝔖A𐻂aⴭ 𛲀", 8).as_deref(),
         Some("A0𝔖A𐻂aⴭ")
+    );
+}
+
+#[test]
+fn attachments_are_distinct_file_ids_and_make_text_optional() {
+    let frame = |data: &str| format!(r#"{{"event":"chat.message","data":{data}}}"#);
+    match parse(&frame(r#"{"roomId":"r","attachments":["f1","f2"]}"#)) {
+        ClientEvent::Message {
+            message,
+            attachments,
+            ..
+        } => {
+            assert_eq!(message, "");
+            assert_eq!(attachments, ["f1", "f2"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match parse(&frame(
+        r#"{"roomId":"r","message":"  look  ","attachments":["f1"]}"#,
+    )) {
+        ClientEvent::Message {
+            message,
+            attachments,
+            ..
+        } => assert_eq!((message.as_str(), attachments.len()), ("look", 1)),
+        other => panic!("{other:?}"),
+    }
+    match parse(&frame(
+        r#"{"roomId":"r","message":" \n ","attachments":["f1"]}"#,
+    )) {
+        ClientEvent::Message { message, .. } => assert_eq!(message, ""),
+        other => panic!("{other:?}"),
+    }
+    // No files: the text rules as ever.
+    for data in [
+        r#"{"roomId":"r","attachments":[]}"#,
+        r#"{"roomId":"r","message":" ","attachments":[]}"#,
+        r#"{"roomId":"r","attachments":null}"#,
+    ] {
+        assert_eq!(code_of(&frame(data)), ErrorCode::InvalidMessage, "{data}");
+    }
+    let eleven: Vec<String> = (0..11).map(|i| format!("\"f{i}\"")).collect();
+    let ten = &eleven[..10];
+    assert!(matches!(
+        parse(&frame(&format!(r#"{{"roomId":"r","attachments":[{}]}}"#, ten.join(",")))),
+        ClientEvent::Message { attachments, .. } if attachments.len() == 10
+    ));
+    for data in [
+        format!(r#"{{"roomId":"r","attachments":[{}]}}"#, eleven.join(",")),
+        r#"{"roomId":"r","attachments":["f1","f1"]}"#.to_owned(),
+        r#"{"roomId":"r","attachments":[""]}"#.to_owned(),
+        format!(r#"{{"roomId":"r","attachments":["{}"]}}"#, "x".repeat(129)),
+        r#"{"roomId":"r","attachments":["a\u0000b"]}"#.to_owned(),
+    ] {
+        assert_eq!(
+            code_of(&frame(&data)),
+            ErrorCode::InvalidAttachment,
+            "{data}"
+        );
+    }
+    for data in [
+        r#"{"roomId":"r","message":"hi","attachments":"f1"}"#,
+        r#"{"roomId":"r","message":"hi","attachments":[1]}"#,
+        r#"{"roomId":"r","message":"hi","attachments":{"id":"f1"}}"#,
+    ] {
+        assert_eq!(code_of(&frame(data)), ErrorCode::InvalidFormat, "{data}");
+    }
+    // The message's own rules still apply to text sent with files.
+    assert_eq!(
+        code_of(&frame(&format!(
+            r#"{{"roomId":"r","message":"{}","attachments":["f1"]}}"#,
+            "x".repeat(4001)
+        ))),
+        ErrorCode::MessageTooLong
+    );
+    assert_eq!(
+        code_of(&frame(r#"{"roomId":"bad room","attachments":["f1"]}"#)),
+        ErrorCode::InvalidRoom
     );
 }

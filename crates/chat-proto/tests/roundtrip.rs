@@ -56,6 +56,7 @@ fn client_event() -> impl Strategy<Value = ClientEvent> {
                     message,
                     username,
                     client_id,
+                    attachments: Vec::new(),
                 }
             ),
         (room(), name(), any::<bool>()).prop_map(|(room_id, username, is_typing)| {
@@ -148,9 +149,10 @@ fn client_frame(event: &ClientEvent) -> String {
             message,
             username,
             client_id,
+            attachments,
         } => (
             "chat.message",
-            json!({"roomId": room_id.as_str(), "message": message, "username": username, "clientId": client_id}),
+            json!({"roomId": room_id.as_str(), "message": message, "username": username, "clientId": client_id, "attachments": attachments}),
         ),
         ClientEvent::Typing {
             room_id,
@@ -296,6 +298,7 @@ proptest! {
             edited_at_ms: None,
             deleted: false,
             reactions: None,
+            attachments: Vec::new(),
         };
         let frame: Value = serde_json::from_str(&ServerEvent::Message(&message).to_frame()).unwrap();
         prop_assert_eq!(&frame["event"], "chat.message");

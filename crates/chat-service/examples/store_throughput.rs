@@ -38,6 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 timestamp_ms: chat_proto::time::now_millis(),
                 client_id: None,
                 kind: chat_proto::MessageKind::User,
+                attachments: Vec::new(),
             })
             .collect();
         written += store.append(batch).await?.len();

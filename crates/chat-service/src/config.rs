@@ -89,6 +89,8 @@ pub struct Config {
     pub metrics: Option<PrometheusHandle>,
     /// Cluster mode: several nodes on one PostgreSQL, joined through Redis.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// Files attached to messages.
+    pub files: crate::FilesConfig,
 }
 
 impl Config {
@@ -101,6 +103,7 @@ impl Config {
             limits: Limits::default(),
             metrics: None,
             cluster: None,
+            files: crate::FilesConfig::default(),
         }
     }
 }
@@ -133,6 +136,7 @@ impl std::fmt::Debug for Config {
                 "cluster",
                 &self.cluster.as_ref().map(|c| redact_url(&c.redis_url)),
             )
+            .field("files", &self.files)
             .finish()
     }
 }
@@ -200,6 +204,20 @@ pub struct ServiceArgs {
     /// Most participants in one call (a full mesh), at least 2.
     #[arg(long, env = "MAX_CALL_PARTICIPANTS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(2..=16))]
     pub max_call_participants: u64,
+    /// Where uploaded files are kept: a directory, or
+    /// `s3://BUCKET[/PREFIX]?endpoint=URL&region=REGION` for an S3-compatible store.
+    #[arg(long, env = "FILE_STORE_URL", default_value = chat_files::DEFAULT_DISK_ROOT)]
+    pub file_store_url: String,
+    /// Largest file an upload may carry, in bytes.
+    #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = chat_proto::limits::DEFAULT_MAX_UPLOAD_BYTES)]
+    pub max_upload_bytes: u64,
+    /// Comma-separated types accepted besides PNG, JPEG, GIF, WebP, PDF and plain text
+    /// (as detected from the bytes, e.g. application/zip,audio/mpeg).
+    #[arg(long, env = "UPLOAD_EXTRA_TYPES", value_delimiter = ',')]
+    pub upload_extra_types: Vec<String>,
+    /// Hours after which an upload never sent with a message is deleted.
+    #[arg(long, env = "UPLOAD_ORPHAN_HOURS", default_value_t = 24)]
+    pub upload_orphan_hours: u64,
 }
 
 impl ServiceArgs {
@@ -240,6 +258,21 @@ impl ServiceArgs {
                     redis_url,
                     presence_ttl: Duration::from_secs(self.presence_ttl_secs.max(1)),
                 }),
+            files: crate::FilesConfig {
+                store: Some(self.file_store_url),
+                upload: chat_files::UploadConfig {
+                    max_upload_bytes: self.max_upload_bytes,
+                    extra_types: self
+                        .upload_extra_types
+                        .into_iter()
+                        .map(|t| t.trim().to_owned())
+                        .filter(|t| !t.is_empty())
+                        .collect(),
+                    ..chat_files::UploadConfig::default()
+                },
+                orphan_after: Duration::from_secs(self.upload_orphan_hours.max(1) * 3600),
+                ..crate::FilesConfig::default()
+            },
         }
     }
 }

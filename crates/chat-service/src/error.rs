@@ -7,6 +7,8 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Config(String),
+    #[error("file store: {0}")]
+    Files(#[from] chat_files::FileError),
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
 }

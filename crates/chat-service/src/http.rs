@@ -51,6 +51,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/dms", get(dms))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(crate::files::routes())
         .fallback(|| async { ApiError::NotFound })
         .with_state(shared)
 }
@@ -80,6 +81,9 @@ pub(crate) enum ApiError {
     Forbidden,
     #[error("not found")]
     NotFound,
+    /// An upload or download refused, with `chat_files`' code.
+    #[error("{0}")]
+    File(chat_files::FileError),
 }
 
 impl ApiError {
@@ -96,6 +100,7 @@ impl ApiError {
             ApiError::Store => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::File(error) => (error.status(), error.code().as_str()),
         }
     }
 }
@@ -119,7 +124,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
     let presented = headers
         .get(INTERNAL_KEY_HEADER)
         .map(|v| v.as_bytes())
@@ -143,7 +148,10 @@ fn decoded_header(headers: &HeaderMap, name: &str) -> Option<Result<String, ()>>
     }))
 }
 
-fn identity(headers: &HeaderMap, max_username_chars: usize) -> Result<Identity, ApiError> {
+pub(crate) fn identity(
+    headers: &HeaderMap,
+    max_username_chars: usize,
+) -> Result<Identity, ApiError> {
     let user_id = match decoded_header(headers, USER_ID_HEADER) {
         Some(Ok(id)) if valid_user_id(&id) => id,
         _ => return Err(ApiError::MissingUser),
@@ -232,6 +240,7 @@ async fn system_message(
         timestamp_ms: chat_proto::time::now_millis(),
         client_id: None,
         kind: MessageKind::System,
+        attachments: Vec::new(),
     };
     let Delivered { event, reached } = submit(&shared, NewEvent::Message(new)).await?;
     let RoomEvent::Message(message) = event else {
@@ -379,7 +388,11 @@ async fn receipts(
 
 /// Members-only rooms answer their members only, and say nothing else to
 /// anyone else (not even whether the room exists).
-async fn admit(shared: &Shared, room_id: &RoomId, who: &Identity) -> Result<(), ApiError> {
+pub(crate) async fn admit(
+    shared: &Shared,
+    room_id: &RoomId,
+    who: &Identity,
+) -> Result<(), ApiError> {
     if !room_id.is_members_only() {
         return Ok(());
     }
@@ -390,7 +403,7 @@ async fn admit(shared: &Shared, room_id: &RoomId, who: &Identity) -> Result<(), 
     }
 }
 
-fn store_error(error: crate::store::StoreError) -> ApiError {
+pub(crate) fn store_error(error: crate::store::StoreError) -> ApiError {
     tracing::warn!(%error, "store request failed");
     ApiError::Store
 }

@@ -13,6 +13,8 @@
 //! - `hub`: rooms, membership announcements and fan-out (synchronous).
 //! - `sequencer`: the single writer that commits, then delivers, messages.
 //! - `calls`: voice and video calls: ringing, signaling relay, call state.
+//! - `files`: uploads and downloads of files attached to messages, and the
+//!   janitor deleting what nothing refers to.
 //! - [`store`]: `seq` assignment and history on memory, SQLite or PostgreSQL.
 //! - [`config`]: settings and their flags.
 //!
@@ -27,6 +29,7 @@ mod config;
 mod connection;
 mod delivery;
 mod error;
+mod files;
 mod http;
 mod hub;
 mod metrics;
@@ -47,6 +50,7 @@ use tokio_util::task::TaskTracker;
 pub use cluster::ClusterConfig;
 pub use config::{redact_url, CallLimits, Config, Limits, ServiceArgs};
 pub use error::ServiceError;
+pub use files::FilesConfig;
 pub use metrics::install_recorder as install_metrics_recorder;
 
 use crate::hub::Hub;
@@ -73,6 +77,14 @@ pub async fn run(
         // only its own commits: refused instead.
         store.claim_sole_use().await?;
     }
+    let files = files::Files::open(&config.files).await?;
+    let janitor = files.as_ref().map(|files| {
+        tokio::spawn(files::janitor(
+            store.clone(),
+            files.store().clone(),
+            config.files.clone(),
+        ))
+    });
     let prometheus = config
         .metrics
         .clone()
@@ -130,6 +142,7 @@ pub async fn run(
         prometheus,
         shutdown: token.clone(),
         connections: TaskTracker::new(),
+        files,
     });
     tracing::info!(
         address = %listener.local_addr()?,
@@ -160,6 +173,9 @@ pub async fn run(
     }
     if let Some(retention) = retention {
         retention.abort();
+    }
+    if let Some(janitor) = janitor {
+        janitor.abort();
     }
     presence.store_last_seen().await;
     drop(presence);

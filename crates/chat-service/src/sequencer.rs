@@ -93,6 +93,10 @@ fn refusal_error(refusal: &Refusal) -> (ErrorCode, &'static str) {
             ErrorCode::TooManyReactions,
             "This message has the most distinct reactions it may have",
         ),
+        Refusal::InvalidAttachment => (
+            ErrorCode::InvalidAttachment,
+            "Attach only files you uploaded to this room and have not sent yet",
+        ),
         // Sending it again would fail again, unlike `store_unavailable`.
         Refusal::Rejected(_) => (
             ErrorCode::InvalidMessage,

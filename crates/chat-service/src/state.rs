@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub(crate) connections: TaskTracker,
+    /// The file store, when one is configured.
+    pub(crate) files: Option<crate::files::Files>,
 }
 
 impl Shared {

@@ -30,6 +30,7 @@ async fn seed(db: &TestDb, room: &str, texts: impl IntoIterator<Item = String>) 
             timestamp_ms: chat_proto::time::now_millis(),
             client_id: None,
             kind: chat_proto::MessageKind::User,
+            attachments: Vec::new(),
         })
         .collect();
     for row in store.append(batch).await.unwrap() {

@@ -295,6 +295,7 @@ async fn two_writers_on_one_database_never_share_a_seq(db: TestDb) {
                     timestamp_ms: chat_proto::time::now_millis(),
                     client_id: None,
                     kind: chat_proto::MessageKind::User,
+                    attachments: Vec::new(),
                 };
                 let stored = store.append(vec![message]).await.unwrap();
                 seqs.push(stored[0].seq().unwrap());
@@ -330,6 +331,7 @@ async fn retention_prunes_old_messages(db: TestDb) {
         timestamp_ms: now - age_days * 86_400_000,
         client_id: None,
         kind: chat_proto::MessageKind::User,
+        attachments: Vec::new(),
     };
     let stored = store
         .append(vec![message(1, 40), message(2, 31), message(3, 1)])
@@ -367,6 +369,7 @@ async fn a_refused_row_fails_alone(db: TestDb) {
         timestamp_ms: chat_proto::time::now_millis(),
         client_id: None,
         kind: chat_proto::MessageKind::User,
+        attachments: Vec::new(),
     };
     let first = store.append(vec![message("taken", &a)]).await.unwrap();
     assert_eq!(first[0].seq().unwrap(), 1);
@@ -421,6 +424,7 @@ async fn a_nul_fails_alone_on_postgres() {
         timestamp_ms: chat_proto::time::now_millis(),
         client_id: None,
         kind: chat_proto::MessageKind::User,
+        attachments: Vec::new(),
     };
     let batch = vec![
         message(0, "before"),
@@ -450,6 +454,7 @@ async fn close_commits_queued_writes_then_refuses(db: TestDb) {
         timestamp_ms: chat_proto::time::now_millis(),
         client_id: None,
         kind: chat_proto::MessageKind::User,
+        attachments: Vec::new(),
     };
     // Polled in order: each write is queued before close is (ten fit in the
     // writer's queue without waiting).

@@ -138,7 +138,11 @@ impl Session {
                 message,
                 username,
                 client_id,
-            } => self.message(room_id, message, username, client_id).await,
+                attachments,
+            } => {
+                self.message(room_id, message, username, client_id, attachments)
+                    .await
+            }
             ClientEvent::Typing {
                 room_id,
                 username,
@@ -551,6 +555,7 @@ impl Session {
         message: String,
         username: Option<String>,
         client_id: Option<String>,
+        attachments: Vec<String>,
     ) -> Result<(), ProtoError> {
         if let Some(peer) = self.dm_peers.get(&room_id) {
             self.check_not_blocked_by(peer).await?;
@@ -564,6 +569,7 @@ impl Session {
             timestamp_ms: chat_proto::time::now_millis(),
             client_id,
             kind: MessageKind::User,
+            attachments,
         };
         self.submit(NewEvent::Message(new)).await
     }

@@ -10,6 +10,7 @@ use chat_proto::{
     ChatMessage, DmConversation, HistoryItem, ReactionSummary, Receipt, RoomEvent, RoomId,
 };
 
+use super::files::MemoryFiles;
 use super::rules::{self, Decision, Target};
 use super::{
     Appended, Change, DmPage, HistoryPage, NewEvent, NewMessage, ReadState, CLIENT_ID_WINDOW_MS,
@@ -125,6 +126,7 @@ impl RoomLog {
                 if let Some(message) = self.message_mut(&deletion.message_id) {
                     message.deleted = true;
                     message.message.clear();
+                    message.attachments.clear();
                 }
                 for entry in &mut self.recent {
                     if let RoomEvent::Edited(edit) = &mut entry.event {
@@ -185,6 +187,9 @@ pub struct MemoryStore {
     rooms: Mutex<HashMap<RoomId, RoomLog>>,
     markers: Mutex<HashMap<RoomId, HashMap<String, u64>>>,
     directory: Mutex<Directory>,
+    /// Taken after `rooms` when both are.
+    files: Mutex<MemoryFiles>,
+    blobs_released: Arc<tokio::sync::Notify>,
 }
 
 /// Who belongs where, and who blocks whom.
@@ -217,7 +222,32 @@ impl MemoryStore {
             rooms: Mutex::default(),
             markers: Mutex::default(),
             directory: Mutex::default(),
+            files: Mutex::default(),
+            blobs_released: Arc::default(),
         }
+    }
+
+    pub(super) fn files(&self) -> MutexGuard<'_, MemoryFiles> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn blobs_released(&self) -> Arc<tokio::sync::Notify> {
+        self.blobs_released.clone()
+    }
+
+    /// Files of uploads never sent and older than the cutoff, and of
+    /// messages no longer kept (deleted, pruned, or past the window).
+    fn sweep_files(&self, unsent_before_ms: i64) -> bool {
+        let rooms = self.rooms();
+        let mut files = self.files();
+        files.remove_where(|file| match &file.message_id {
+            None => file.created_at_ms < unsent_before_ms,
+            Some(id) => rooms
+                .get(&file.room_id)
+                .and_then(|log| log.message(id))
+                .is_none_or(|message| message.deleted),
+        });
+        true
     }
 
     fn directory(&self) -> MutexGuard<'_, Directory> {
@@ -261,6 +291,9 @@ impl MemoryStore {
                 self.directory().last_seen.insert(user, at_ms);
                 true
             }
+            Change::AddFile(file) => self.files().add(*file),
+            Change::SweepFiles { unsent_before_ms } => self.sweep_files(unsent_before_ms),
+            Change::ForgetBlob(hash) => self.files().forget(&hash),
         }
     }
 
@@ -364,6 +397,8 @@ impl MemoryStore {
 
     pub(super) fn append(&self, batch: &[NewEvent]) -> Vec<Appended> {
         let mut rooms = self.rooms();
+        let mut files = self.files();
+        let mut released = false;
         // Only what is still kept can be recognised: after a restart, or
         // past the window kept, a resend is stored again and an old
         // message cannot be edited.
@@ -384,11 +419,25 @@ impl MemoryStore {
                     continue;
                 }
             }
-            let decision = rules::decide([event], &mut targets).remove(0);
+            let decision = rules::decide([event], &mut targets, &mut files.records).remove(0);
             answers.push(match decision {
                 Decision::Store => {
                     log.last_seq += 1;
-                    let stored = event.stored(log.last_seq);
+                    let mut stored = event.stored(log.last_seq);
+                    if let (NewEvent::Message(new), RoomEvent::Message(message)) =
+                        (event, &mut stored)
+                    {
+                        message.attachments = new
+                            .attachments
+                            .iter()
+                            .filter_map(|id| files.records.get(id))
+                            .map(|file| file.attachment())
+                            .collect();
+                    }
+                    if let NewEvent::Delete(deletion) = event {
+                        let gone = Some(deletion.message_id.as_str());
+                        released |= files.remove_where(|file| file.message_id.as_deref() == gone);
+                    }
                     if let NewEvent::Message(new) = event {
                         if new.room_id.access() == RoomAccess::Direct {
                             let mut directory = self.directory();
@@ -405,6 +454,9 @@ impl MemoryStore {
                 Decision::Unchanged => Appended::Unchanged,
                 Decision::Refuse(refusal) => Appended::Refused(refusal),
             });
+        }
+        if released {
+            self.blobs_released.notify_one();
         }
         answers
     }

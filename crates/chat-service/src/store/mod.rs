@@ -12,6 +12,7 @@
 //! decide whether an edit, deletion or reaction may happen with the same
 //! rules ([`rules`]).
 
+mod files;
 mod memory;
 mod rules;
 mod sql;
@@ -23,6 +24,7 @@ use chat_proto::{
     ChatMessage, DmConversation, HistoryItem, MessageKind, Receipt, RoomEvent, RoomId,
 };
 
+pub use files::FileRecord;
 pub(crate) use memory::MemoryStore;
 pub(crate) use sql::SqlStore;
 
@@ -38,6 +40,8 @@ pub struct NewMessage {
     /// The sender's own id for the message, if it gave one.
     pub client_id: Option<String>,
     pub kind: MessageKind,
+    /// Ids of the sender's uploads to the room that the message carries.
+    pub attachments: Vec<String>,
 }
 
 /// The author replaces a message's text.
@@ -191,6 +195,7 @@ impl NewMessage {
             edited_at_ms: None,
             deleted: false,
             reactions: None,
+            attachments: Vec::new(),
         }
     }
 }
@@ -262,6 +267,14 @@ pub(crate) enum Change {
         user: String,
         at_ms: i64,
     },
+    /// Records an upload (see [`Store::add_file`]).
+    AddFile(Box<FileRecord>),
+    /// See [`Store::sweep_files`].
+    SweepFiles {
+        unsent_before_ms: i64,
+    },
+    /// See [`Store::forget_blob`].
+    ForgetBlob(chat_files::ContentHash),
 }
 
 /// One page of a user's direct conversations, most recent first.
@@ -302,6 +315,11 @@ pub enum Refusal {
     /// The message has the most distinct reactions it may have.
     #[error("too many distinct reactions on this message")]
     TooManyReactions,
+    /// A message attaches a file that is not the sender's upload to that
+    /// room waiting to be sent (unknown, another room's or user's, or
+    /// attached already).
+    #[error("a file this message may not carry")]
+    InvalidAttachment,
     /// The database refused the row on its own (for what it holds); the
     /// rest of the batch was stored without it.
     #[error("the database refused this event: {0}")]
@@ -359,6 +377,11 @@ pub enum StoreError {
         "another chat-service is using this database; run several nodes as a cluster (REDIS_URL), or one"
     )]
     InUse,
+    /// Another writer changed what a row depends on between its decision
+    /// and its write (a file attached meanwhile through another process):
+    /// that row is refused, the rest of its batch stored.
+    #[error("refused after a concurrent change: {0}")]
+    Raced(Refusal),
 }
 
 #[derive(Clone)]

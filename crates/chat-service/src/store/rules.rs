@@ -1,7 +1,8 @@
-//! Whether an edit, deletion or reaction may happen: one set of rules for
-//! every backend, applied to what the backend knows of the messages a
-//! batch names. Rows are decided in batch order and each sees the effect
-//! of the ones before it.
+//! Whether an edit, deletion or reaction may happen, and whether a message
+//! may carry its attachments: one set of rules for every backend, applied
+//! to what the backend knows of the messages and files a batch names. Rows
+//! are decided in batch order and each sees the effect of the ones before
+//! it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use chat_proto::client::MAX_DISTINCT_REACTIONS;
 use chat_proto::MessageKind;
 
-use super::{Actor, NewEvent, Refusal};
+use super::{Actor, FileRecord, NewEvent, NewMessage, Refusal};
 
 /// What a backend knows of a message that rows of a batch name.
 #[derive(Debug, Clone)]
@@ -49,24 +50,54 @@ pub(super) enum Decision {
 }
 
 /// Decides each row of `batch` (given in order) against `targets`, keyed by
-/// message id, updating them as stored rows would. A message in the batch
-/// becomes a target for the rows after it.
+/// message id, and `files`, keyed by file id, updating them as stored rows
+/// would. A message in the batch becomes a target for the rows after it,
+/// and the files it attaches are attached for them.
 pub(super) fn decide<'a>(
     batch: impl IntoIterator<Item = &'a NewEvent>,
     targets: &mut HashMap<String, Target>,
+    files: &mut HashMap<String, FileRecord>,
 ) -> Vec<Decision> {
     batch
         .into_iter()
-        .map(|event| decide_one(event, targets))
+        .map(|event| decide_one(event, targets, files))
         .collect()
 }
 
-fn decide_one(event: &NewEvent, targets: &mut HashMap<String, Target>) -> Decision {
+/// A message may carry only its sender's uploads to its room that no
+/// message carries yet; one it may not carry refuses the whole message.
+fn attach(new: &NewMessage, files: &mut HashMap<String, FileRecord>) -> Result<(), Refusal> {
+    let allowed = |id: &String| {
+        files.get(id).is_some_and(|file| {
+            file.room_id == new.room_id
+                && file.uploader_id == new.user_id
+                && file.message_id.is_none()
+        })
+    };
+    if !new.attachments.iter().all(allowed) {
+        return Err(Refusal::InvalidAttachment);
+    }
+    for id in &new.attachments {
+        if let Some(file) = files.get_mut(id) {
+            file.message_id = Some(new.id.clone());
+        }
+    }
+    Ok(())
+}
+
+fn decide_one(
+    event: &NewEvent,
+    targets: &mut HashMap<String, Target>,
+    files: &mut HashMap<String, FileRecord>,
+) -> Decision {
     let room = event.room_id().as_str();
     let target = match event {
         // A call's record changes no message.
         NewEvent::CallEnded(_) => return Decision::Store,
         NewEvent::Message(new) => {
+            if let Err(refusal) = attach(new, files) {
+                return Decision::Refuse(refusal);
+            }
             targets.insert(
                 new.id.clone(),
                 Target::fresh(room, new.user_id.clone(), new.kind),
@@ -154,6 +185,7 @@ mod tests {
             timestamp_ms: 0,
             client_id: None,
             kind,
+            attachments: Vec::new(),
         })
     }
 
@@ -210,7 +242,7 @@ mod tests {
             delete("s", Actor::Moderator),
         ];
         assert_eq!(
-            decide(&batch, &mut targets),
+            decide(&batch, &mut targets, &mut HashMap::new()),
             [
                 Store,
                 Store,
@@ -249,7 +281,7 @@ mod tests {
         // Removing the last of one frees a place.
         batch.push(react("m", "bob", "e0", false));
         batch.push(react("m", "ann", "one-too-many", true));
-        let decisions = decide(&batch, &mut targets);
+        let decisions = decide(&batch, &mut targets, &mut HashMap::new());
         assert_eq!(
             decisions[..7],
             [Store, Store, Unchanged, Store, Unchanged, Store, Unchanged]
@@ -261,6 +293,73 @@ mod tests {
         );
     }
 
+    fn file(id: &str, room_name: &str, uploader: &str) -> (String, FileRecord) {
+        let record = FileRecord {
+            id: id.into(),
+            room_id: room(room_name),
+            uploader_id: uploader.into(),
+            name: "a.txt".into(),
+            content_type: "text/plain".into(),
+            size: 1,
+            sha256: chat_files::ContentHash::of(id.as_bytes()),
+            width: None,
+            height: None,
+            thumbnail_size: None,
+            created_at_ms: 0,
+            message_id: None,
+        };
+        (id.to_owned(), record)
+    }
+
+    fn with_files(id: &str, user: &str, attachments: &[&str]) -> NewEvent {
+        let NewEvent::Message(mut new) = message(id, user, MessageKind::User) else {
+            unreachable!()
+        };
+        new.attachments = attachments.iter().map(|a| a.to_string()).collect();
+        NewEvent::Message(new)
+    }
+
+    #[test]
+    fn messages_carry_their_senders_unsent_uploads_to_the_room_once() {
+        let mut files: HashMap<String, FileRecord> = [
+            file("mine", "r", "ann"),
+            file("also-mine", "r", "ann"),
+            file("bobs", "r", "bob"),
+            file("elsewhere", "other", "ann"),
+        ]
+        .into_iter()
+        .collect();
+        let batch = [
+            with_files("m1", "ann", &["bobs"]),
+            with_files("m2", "ann", &["elsewhere"]),
+            with_files("m3", "ann", &["unknown"]),
+            // All or nothing: a bad one refuses the good one with it.
+            with_files("m4", "ann", &["mine", "bobs"]),
+            with_files("m5", "ann", &["mine", "also-mine"]),
+            // Sent already, earlier in the batch.
+            with_files("m6", "ann", &["mine"]),
+            with_files("m7", "bob", &["bobs"]),
+        ];
+        let decisions = decide(&batch, &mut HashMap::new(), &mut files);
+        let refused = Refuse(Refusal::InvalidAttachment);
+        assert_eq!(
+            decisions,
+            [
+                refused.clone(),
+                refused.clone(),
+                refused.clone(),
+                refused.clone(),
+                Store,
+                refused,
+                Store
+            ]
+        );
+        assert_eq!(files["mine"].message_id.as_deref(), Some("m5"));
+        assert_eq!(files["also-mine"].message_id.as_deref(), Some("m5"));
+        assert_eq!(files["bobs"].message_id.as_deref(), Some("m7"));
+        assert_eq!(files["elsewhere"].message_id, None);
+    }
+
     #[test]
     fn targets_belong_to_their_room() {
         let mut targets = HashMap::from([(
@@ -270,7 +369,8 @@ mod tests {
         assert_eq!(
             decide(
                 &[edit("m", "ann"), react("m", "ann", "x", true)],
-                &mut targets
+                &mut targets,
+                &mut HashMap::new()
             ),
             [Refuse(Refusal::NotFound), Refuse(Refusal::NotFound)]
         );

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod backends;
+pub mod files;
 
 pub const KEY: &str = "test-internal-key";
 pub const WAIT: Duration = Duration::from_secs(5);

@@ -3,6 +3,7 @@
 //! path to test on both.
 
 mod calls;
+mod files;
 mod statements;
 mod writer;
 
@@ -70,6 +71,7 @@ pub struct SqlStore {
     settings: PoolSettings,
     /// Holds the sole-use lock while the store is open; told to let go.
     sole_use: Arc<std::sync::Mutex<Option<SoleUse>>>,
+    blobs_released: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// Tells the holder of the sole-use lock to let go, and hears it did.
@@ -151,6 +153,7 @@ impl SqlStore {
             writer,
             settings,
             sole_use: Arc::default(),
+            blobs_released: Default::default(),
         })
     }
 
@@ -219,7 +222,30 @@ impl SqlStore {
 
     /// Commits the batch in one transaction on the writer's connection.
     pub(super) async fn append(&self, batch: Vec<NewEvent>) -> Result<Vec<Appended>, StoreError> {
-        self.writer.append(batch).await
+        let answers = self.writer.append(batch).await?;
+        // A deletion may have condemned its message's files' blobs.
+        if answers
+            .iter()
+            .any(|answer| matches!(answer.event(), Some(RoomEvent::Deleted(_))))
+        {
+            self.blobs_released.notify_one();
+        }
+        Ok(answers)
+    }
+
+    pub(super) fn blobs_released(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.blobs_released.clone()
+    }
+
+    pub(super) async fn file(&self, id: &str) -> Result<Option<super::FileRecord>, StoreError> {
+        files::file(&self.pool, id).await
+    }
+
+    pub(super) async fn condemned_blobs(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<chat_files::ContentHash>, StoreError> {
+        files::condemned_blobs(&self.pool, limit).await
     }
 
     pub(super) async fn last_seq(&self, room: &RoomId) -> Result<u64, StoreError> {
@@ -253,6 +279,14 @@ impl SqlStore {
                 _ => event_from_row(row)?,
             });
         }
+        let mut messages: Vec<&mut ChatMessage> = events
+            .iter_mut()
+            .filter_map(|event| match event {
+                RoomEvent::Message(message) => Some(message),
+                _ => None,
+            })
+            .collect();
+        files::fill_attachments(&self.pool, &mut messages).await?;
         Ok(events)
     }
 
@@ -283,6 +317,7 @@ impl SqlStore {
         }
         messages.reverse();
         self.attach_reactions(room, &mut messages).await?;
+        files::fill_attachments(&self.pool, &mut messages.iter_mut().collect::<Vec<_>>()).await?;
         let mut items: Vec<HistoryItem> = messages
             .into_iter()
             .map(HistoryItem::Message)
@@ -409,13 +444,17 @@ impl SqlStore {
             .bind(room.as_str())
             .fetch_optional(&self.pool)
             .await?;
+            let mut last_message = last.as_ref().map(message_from_row).transpose()?;
+            if let Some(message) = last_message.as_mut() {
+                files::fill_attachments(&self.pool, &mut [message]).await?;
+            }
             conversations.push(DmConversation {
                 last_seq: self.last_seq(&room).await?,
                 room_id,
                 user_id: row.try_get("peer_id")?,
                 read_seq: read.read_seq,
                 unread: read.unread,
-                last_message: last.as_ref().map(message_from_row).transpose()?,
+                last_message,
                 last_activity_ms: row.try_get("last_activity_ms")?,
             });
         }
@@ -559,6 +598,7 @@ pub(super) fn message_from_row(row: &AnyRow) -> Result<ChatMessage, StoreError> 
         edited_at_ms: row.try_get("edited_at_ms")?,
         deleted: row.try_get::<i64, _>("deleted")? != 0,
         reactions: None,
+        attachments: Vec::new(),
     })
 }
 

@@ -15,6 +15,7 @@ use chat_proto::{ChatMessage, RoomEvent, RoomId};
 use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::files;
 use super::statements::{chunk_rows, statement, Placeholders, Statement, EVENT_COLUMNS};
 use super::{message_from_row, LogKind, PoolSettings, MESSAGE_KINDS};
 use crate::store::rules::{self, Decision, Target};
@@ -154,7 +155,7 @@ async fn append_isolating(
     for earlier in earlier {
         let answer = match earlier {
             None => stored.next().expect("one answer per fresh row"),
-            Some(Earlier::Stored(message)) => Appended::Repeated(message),
+            Some(Earlier::Stored(message)) => Appended::Repeated(*message),
             Some(Earlier::InBatch(first)) => match &answers[first] {
                 Appended::Stored(RoomEvent::Message(message)) | Appended::Repeated(message) => {
                     Appended::Repeated(message.clone())
@@ -260,6 +261,11 @@ async fn apply(pool: &AnyPool, change: Change) -> Result<bool, StoreError> {
         .execute(pool)
         .await?
         .rows_affected(),
+        Change::AddFile(file) => return files::add(pool, &file).await,
+        Change::SweepFiles { unsent_before_ms } => {
+            return files::sweep(pool, unsent_before_ms).await
+        }
+        Change::ForgetBlob(hash) => return files::forget(pool, &hash).await,
     };
     Ok(done > 0)
 }
@@ -267,7 +273,7 @@ async fn apply(pool: &AnyPool, change: Change) -> Result<bool, StoreError> {
 /// Where a row's `clientId` was used before by the same user in the same
 /// room: in a stored message within the window, or earlier in the batch.
 enum Earlier {
-    Stored(ChatMessage),
+    Stored(Box<ChatMessage>),
     InBatch(usize),
 }
 
@@ -312,12 +318,11 @@ async fn earlier_sends(
         .bind(new.timestamp_ms - CLIENT_ID_WINDOW_MS)
         .fetch_optional(pool)
         .await?;
-        earlier.push(
-            row.as_ref()
-                .map(message_from_row)
-                .transpose()?
-                .map(Earlier::Stored),
-        );
+        let mut original = row.as_ref().map(message_from_row).transpose()?;
+        if let Some(message) = original.as_mut() {
+            files::fill_attachments(pool, &mut [message]).await?;
+        }
+        earlier.push(original.map(|message| Earlier::Stored(Box::new(message))));
     }
     Ok(earlier)
 }
@@ -339,6 +344,15 @@ async fn store_isolating(
                 if let [single] = part {
                     tracing::warn!(room = ?single.room_id().as_str(), %error, "database refused an event");
                     done.push(Appended::Refused(Refusal::Rejected(error.to_string())));
+                } else {
+                    let (first, second) = part.split_at(part.len() / 2);
+                    pending.push(second);
+                    pending.push(first);
+                }
+            }
+            Err(StoreError::Raced(refusal)) => {
+                if let [_] = part {
+                    done.push(Appended::Refused(refusal));
                 } else {
                     let (first, second) = part.split_at(part.len() / 2);
                     pending.push(second);
@@ -381,13 +395,18 @@ async fn append(
     batch: &[NewEvent],
 ) -> Result<Vec<Appended>, StoreError> {
     let mut tx = pool.begin().await?;
-    let decisions = if batch.iter().all(|e| matches!(e, NewEvent::Message(_))) {
-        // The hot path: new messages are always stored.
+    let mut attached = HashMap::new();
+    let decisions = if batch
+        .iter()
+        .all(|e| matches!(e, NewEvent::Message(new) if new.attachments.is_empty()))
+    {
+        // The hot path: new messages without files are always stored.
         vec![Decision::Store; batch.len()]
     } else {
         lock_rooms(&mut tx, batch).await?;
         let mut targets = load_targets(&mut tx, batch).await?;
-        rules::decide(batch, &mut targets)
+        attached = files::named_by(&mut tx, batch).await?;
+        rules::decide(batch, &mut targets, &mut attached)
     };
     // Rooms are reserved in a fixed order so two writers locking the
     // same rooms can never deadlock each other.
@@ -427,7 +446,17 @@ async fn append(
                     .get_mut(event.room_id())
                     .expect("every room reserved");
                 *seq += 1;
-                Appended::Stored(event.stored(*seq - 1))
+                let mut stored = event.stored(*seq - 1);
+                if let (NewEvent::Message(new), RoomEvent::Message(message)) = (event, &mut stored)
+                {
+                    message.attachments = new
+                        .attachments
+                        .iter()
+                        .filter_map(|id| attached.get(id))
+                        .map(|file| file.attachment())
+                        .collect();
+                }
+                Appended::Stored(stored)
             }
             Decision::Unchanged => Appended::Unchanged,
             Decision::Refuse(refusal) => Appended::Refused(refusal),
@@ -459,6 +488,14 @@ async fn append(
         }
         insert.execute(&mut *tx).await?;
         rest = tail;
+    }
+    for (event, answer) in batch.iter().zip(&answers) {
+        if let (NewEvent::Message(new), Appended::Stored(stored)) = (event, answer) {
+            if !new.attachments.is_empty() {
+                let seq = stored.seq().expect("a stored message has a seq");
+                files::attach(&mut tx, new, seq).await?;
+            }
+        }
     }
     // A direct conversation's list position follows its last message.
     let mut dm_activity: BTreeMap<&str, i64> = BTreeMap::new();
@@ -522,9 +559,10 @@ async fn activity_of(
 /// them between our reading and our writing (SQLite has one writer at a
 /// time anyway). Creates no row.
 async fn lock_rooms(tx: &mut Transaction<'_, Any>, batch: &[NewEvent]) -> Result<(), StoreError> {
+    // Messages that attach files read the files' records first.
     let rooms: BTreeSet<&RoomId> = batch
         .iter()
-        .filter(|e| !matches!(e, NewEvent::Message(_)))
+        .filter(|e| !matches!(e, NewEvent::Message(new) if new.attachments.is_empty()))
         .map(NewEvent::room_id)
         .collect();
     for room in rooms {
@@ -678,6 +716,9 @@ async fn store_change(
                 .bind(message_id.as_str())
                 .execute(&mut *conn)
                 .await?;
+            // Its files go too; their blobs, once unreferenced, are deleted
+            // from the file store after this commits.
+            files::release_message(tx, message_id).await?;
         }
         NewEvent::React(reaction) if reaction.added => {
             sqlx::query(
