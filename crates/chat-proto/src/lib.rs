@@ -33,7 +33,7 @@ pub use error::{ErrorCode, ProtoError};
 pub use limits::ProtoLimits;
 pub use rate::{rate_class, RateClass};
 pub use server::{
-    Attachment, ChatMessage, DmConversation, DmPeer, HistoryItem, Member, MessageDeletion, MessageEdit,
-    MessageKind, PresenceStatus, ReactionChange, ReactionSummary, Receipt, RoomEvent, ServerEvent,
-    UserPresence,
+    Attachment, ChatMessage, DmConversation, DmPeer, HistoryItem, Member, MessageDeletion,
+    MessageEdit, MessageKind, PresenceStatus, ReactionChange, ReactionSummary, Receipt, RoomEvent,
+    ServerEvent, UserPresence,
 };

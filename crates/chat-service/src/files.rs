@@ -356,11 +356,24 @@ async fn serve(
 /// `orphan_after` (every `sweep_every`), and the blobs nothing refers to
 /// any more, as soon as a deletion releases them. A blob that cannot be
 /// deleted now (the store is down) is tried again on the next round.
-pub(crate) async fn janitor(store: Store, files: FileStore, config: FilesConfig) {
+pub(crate) async fn janitor(
+    store: Store,
+    files: FileStore,
+    config: FilesConfig,
+    cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
+) {
     let released = store.blobs_released();
     let mut every = tokio::time::interval(config.sweep_every);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // One janitor over a cluster: two deleting the same blob could
+        // delete bytes an upload has just stored again.
+        if let Some(cluster) = &cluster {
+            if !cluster.lease("janitor", config.sweep_every * 3).await {
+                every.tick().await;
+                continue;
+            }
+        }
         tokio::select! {
             _ = every.tick() => {
                 let orphan_ms = i64::try_from(config.orphan_after.as_millis()).unwrap_or(i64::MAX);

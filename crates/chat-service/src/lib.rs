@@ -77,14 +77,7 @@ pub async fn run(
         // only its own commits: refused instead.
         store.claim_sole_use().await?;
     }
-    let files = files::Files::open(&config.files).await?;
-    let janitor = files.as_ref().map(|files| {
-        tokio::spawn(files::janitor(
-            store.clone(),
-            files.store().clone(),
-            config.files.clone(),
-        ))
-    });
+
     let prometheus = config
         .metrics
         .clone()
@@ -104,6 +97,15 @@ pub async fn run(
         ),
         None => None,
     };
+    let files = files::Files::open(&config.files).await?;
+    let janitor = files.as_ref().map(|files| {
+        tokio::spawn(files::janitor(
+            store.clone(),
+            files.store().clone(),
+            config.files.clone(),
+            cluster.clone(),
+        ))
+    });
     let bus: Arc<dyn delivery::Delivery> = match &cluster {
         Some(cluster) => cluster.clone(),
         None => hub.clone(),

@@ -1068,6 +1068,20 @@ impl Cluster {
         }
     }
 
+    /// Whether this node holds (or now takes) the cluster-wide lease on a
+    /// chore that one node at a time must do, for `ttl`; false when Redis
+    /// cannot say (the chore waits).
+    pub(crate) async fn lease(&self, chore: &str, ttl: Duration) -> bool {
+        let mut redis = self.redis.clone();
+        let lease = Script::new(LEASE);
+        let mut call = lease.key(format!("chat:lease:{chore}"));
+        call.arg(self.node).arg(ttl.as_millis() as u64);
+        matches!(
+            tokio::time::timeout(REDIS_TIMEOUT, call.invoke_async::<i64>(&mut redis)).await,
+            Ok(Ok(1))
+        )
+    }
+
     /// The room's call ended here: the next one may start anywhere.
     pub(crate) async fn release_calls(&self, room: &RoomId) {
         let mut redis = self.redis.clone();

@@ -190,3 +190,18 @@ if #users > 0 then
 end
 return {distinct_users, connections, distinct_rooms}
 ";
+
+/// Holds (renews) or takes the lease KEYS[1] for node ARGV[1], ARGV[2] ms;
+/// 1 if this node has it.
+pub(super) const LEASE: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
