@@ -7,8 +7,10 @@
 #   PARTS="price latency" RUNS=5 bench/cluster.sh
 #
 # Parts:
-#   price     fan-out capacity of one node with REDIS_URL against without (both
-#             on PostgreSQL), rounds alternating
+#   price     one node with REDIS_URL against without (both on PostgreSQL),
+#             rounds alternating: fan-out capacity (p99 under 200 ms: commits
+#             on PostgreSQL alone take tens of ms under load), and the
+#             service's CPU time per delivery at a fixed 100k deliveries/s
 #   latency   delivery latency at a fixed 50k deliveries/s: members on the
 #             publishers' node against members on another node, alternating
 #   routing   bytes each of 3 nodes receives from Redis with rooms spread over
@@ -24,6 +26,8 @@ cd "$(dirname "$0")/.."
 source bench/common.sh
 
 RUNS="${RUNS:-3}"
+# Resume an interrupted run: OUT=<its directory> FIRST_ROUND=<n> redoes rounds n..RUNS.
+FIRST_ROUND="${FIRST_ROUND:-1}"
 PARTS="${PARTS:-price latency routing held}"
 OUT="${OUT:-bench/results/cluster-$(date -u +%Y%m%dT%H%M%SZ)}"
 PG="${PG:-postgres://postgres@127.0.0.1:5432}"
@@ -82,25 +86,35 @@ metric() { # port name
     | awk -v name="$2" '$1 == name { sum += $2 } END { printf "%.0f\n", sum }'
 }
 
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
 price() {
-  for round in $(seq "$RUNS"); do
+  for round in $(seq "$FIRST_ROUND" "$RUNS"); do
     if [ $((round % 2)) = 1 ]; then order="alone cluster"; else order="cluster alone"; fi
     for mode in $order; do
       echo "== price, round $round: $mode" >&2
-      local db redis=""
+      local db redis="" before
       db=$(fresh_db chat_bench_price)
       if [ "$mode" = cluster ]; then redis_up; redis="redis://127.0.0.1:$REDIS_PORT"; fi
       start_node 3021 "$db" "$redis"
       bench --url ws://127.0.0.1:3021/ws capacity --rooms 10 --members 100 --payload 64 \
-        --from 100000 --to 3200000 --factor 1.3 --refine 2 --step-duration 3 --drain 1 --cooldown 1 \
-        >"$OUT/price-$mode-$round.json"
+        --from 50000 --to 3200000 --factor 1.3 --refine 2 --step-duration 3 --drain 1 --cooldown 1 \
+        --max-p99-ms 200 >"$OUT/price-$mode-$round.json"
+      cleanup
+      db=$(fresh_db chat_bench_price)
+      if [ "$mode" = cluster ]; then redis_up; fi
+      start_node 3021 "$db" "$redis"
+      before=$(cpu_ticks "${pids[-1]}")
+      bench --url ws://127.0.0.1:3021/ws fanout --rooms 10 --members 100 --payload 64 \
+        --deliveries 100000 --duration 8 --drain 2 >"$OUT/price-fixed-$mode-$round.json"
+      echo $(( $(cpu_ticks "${pids[-1]}") - before )) >"$OUT/price-cpu-$mode-$round.txt"
       cleanup
     done
   done
 }
 
 latency() {
-  for round in $(seq "$RUNS"); do
+  for round in $(seq "$FIRST_ROUND" "$RUNS"); do
     if [ $((round % 2)) = 1 ]; then order="same cross"; else order="cross same"; fi
     for placement in $order; do
       echo "== latency, round $round: $placement node" >&2
@@ -143,7 +157,7 @@ held() {
   db=$(fresh_db chat_bench_held)
   redis_up
   start_node 3021 "$db" "redis://127.0.0.1:$REDIS_PORT" 5000
-  grep -o 'allowed=[0-9]*' "$OUT/node-3021.log" | head -1 >"$OUT/held-cap.txt" || true
+  sed 's/\x1b\[[0-9;]*m//g' "$OUT/node-3021.log" | grep -o 'allowed=[0-9]*' | head -1 >"$OUT/held-cap.txt" || true
   bench --url ws://127.0.0.1:3021/ws idle --connections 4800 --room-size 10 --hold 2 \
     >"$OUT/held-one.json" || echo '{"failed": true}' >"$OUT/held-one.json"
   bench --url ws://127.0.0.1:3021/ws idle --connections 5200 --room-size 10 --hold 2 \
@@ -185,6 +199,21 @@ if (parts.includes("price")) {
   });
   for (const x of rows) console.log(`| ${x.r} | ${fmt(x.alone)} | ${fmt(x.cluster)} | ${x.ratio.toFixed(2)} |`);
   console.log(`| median | ${fmt(median(rows.map((x) => x.alone)))} | ${fmt(median(rows.map((x) => x.cluster)))} | **${median(rows.map((x) => x.ratio)).toFixed(2)}** |`);
+  console.log("\nat a fixed 100k deliveries/s: service CPU per million deliveries (s), p50/p99 (ms)");
+  console.log("| round | without | with | ratio | p50/p99 without | with |\n| --- | ---: | ---: | ---: | ---: | ---: |");
+  const fixed = rounds.map((r) => {
+    const cpu = (m) => {
+      const ticks = Number(fs.readFileSync(`${dir}/price-cpu-${m}-${r}.txt`, "utf8"));
+      const run = read(`price-fixed-${m}-${r}.json`);
+      return { cpu: ticks / 100 / (run.delivered / 1e6), run };
+    };
+    return { r, alone: cpu("alone"), cluster: cpu("cluster") };
+  });
+  for (const x of fixed) {
+    const lat = (run) => `${run.latency.p50_ms.toFixed(1)}/${run.latency.p99_ms.toFixed(1)}`;
+    console.log(`| ${x.r} | ${x.alone.cpu.toFixed(2)} | ${x.cluster.cpu.toFixed(2)} | ${(x.cluster.cpu / x.alone.cpu).toFixed(2)} | ${lat(x.alone.run)} | ${lat(x.cluster.run)} |`);
+  }
+  console.log(`| median | ${median(fixed.map((x) => x.alone.cpu)).toFixed(2)} | ${median(fixed.map((x) => x.cluster.cpu)).toFixed(2)} | **${median(fixed.map((x) => x.cluster.cpu / x.alone.cpu)).toFixed(2)}** | | |`);
 }
 if (parts.includes("latency")) {
   console.log("\ndelivery latency at 50k deliveries/s (ms)");
