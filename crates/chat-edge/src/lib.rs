@@ -6,7 +6,9 @@
 //! - a cap on the request head's size (16 KiB; larger is answered 431);
 //! - a cap on open connections, upgraded sockets included: past it, a new
 //!   connection gets a 503 with a JSON body and is closed, so the process
-//!   never runs out of file descriptors.
+//!   never runs out of file descriptors;
+//! - optionally, a bound on how long a write may wait for the peer to take
+//!   it, for listeners whose peers are untrusted clients.
 //!
 //! Handlers find the peer's address as axum's `ConnectInfo<SocketAddr>`
 //! and the connection's [`ConnectionSlot`] in the request's extensions; a
@@ -17,6 +19,7 @@
 //! sending it.
 
 mod body;
+mod stall;
 
 pub use body::{read_apart, BodyStream, BodyWatch, EarlyEnd};
 
@@ -52,6 +55,9 @@ pub struct ConnectionSlot(
 pub struct EdgeLimits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    /// A connection whose peer takes nothing for this long fails its write
+    /// and closes, upgraded sockets included.
+    pub write_stall_timeout: Option<Duration>,
     /// The JSON body of the 503 an over-cap connection gets.
     pub refusal_body: String,
     /// Counts those refusals.
@@ -101,7 +107,10 @@ pub async fn serve(
             app.clone().oneshot(request.map(axum::body::Body::new))
         });
         let connection = http
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(
+                TokioIo::new(stall::WriteStall::new(stream, limits.write_stall_timeout)),
+                service,
+            )
             .with_upgrades();
         let mut stopping = stopping.clone();
         tokio::spawn(async move {

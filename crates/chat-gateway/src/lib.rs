@@ -117,6 +117,12 @@ pub async fn run(
     let edge_limits = chat_edge::EdgeLimits {
         max_connections: gateway.config.limits.max_connections,
         header_read_timeout: gateway.config.limits.header_read_timeout,
+        // Responses (downloads) get the patience sockets get. A socket's
+        // own bound, in the relay, goes first by a second, so a stalled
+        // socket is still closed and counted as stalled.
+        write_stall_timeout: Some(
+            gateway.config.limits.client_write_timeout + Duration::from_secs(1),
+        ),
         refusal_body: Rejection::AtCapacity.json_body(),
         refusals: ::metrics::counter!("gateway_rejections_total", "reason" => "connection_cap"),
     };

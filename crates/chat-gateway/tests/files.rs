@@ -588,3 +588,64 @@ async fn uploads_count_against_the_users_request_rate() {
         .unwrap();
     assert_eq!(response.status(), 201);
 }
+
+/// A client that asks for a download and stops reading is let go after the
+/// write timeout, as a socket that stops reading is: it cannot keep its
+/// connection, and its place under the cap, for as long as TCP would.
+#[tokio::test]
+async fn a_download_nobody_reads_is_cut_off() {
+    let files = start_limited(32 << 20, |config| {
+        config.limits.client_write_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let auth = bearer("ann");
+    // Far more than the kernel buffers on both sides hold.
+    let bytes = document(24 << 20, 9);
+    let (status, info) = answer(
+        files
+            .upload(
+                "lobby",
+                &[("authorization", &auth)],
+                multipart("large.pdf", "application/pdf", &bytes).into(),
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{info}");
+    let url = info["url"].as_str().unwrap().to_owned();
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(files.gateway.addr).await.unwrap();
+    let request = format!(
+        "GET {url} HTTP/1.1\r\nhost: {}\r\nauthorization: {auth}\r\n\r\n",
+        files.gateway.addr
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    // Read nothing for well past the timeout, then everything there is.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(
+        drained.is_ok(),
+        "the gateway kept the stalled download open"
+    );
+    assert!(
+        received > 0 && received < bytes.len(),
+        "{received} of {} bytes arrived: the download should have been cut off",
+        bytes.len()
+    );
+}

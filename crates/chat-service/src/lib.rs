@@ -156,6 +156,9 @@ pub async fn run(
     let limits = chat_edge::EdgeLimits {
         max_connections: shared.config.limits.max_connections,
         header_read_timeout: shared.config.limits.header_read_timeout,
+        // Its peers are gateways, which read as their clients do; its own
+        // sockets are bounded by their outbound queues and idle timeout.
+        write_stall_timeout: None,
         refusal_body: http::ApiError::Busy.json_body(),
         refusals: ::metrics::counter!("chat_refused_connections_total"),
     };
