@@ -21,6 +21,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::admission::{origin_allowed, ClientView};
 use crate::auth::{cookie_token, Identity};
+use crate::metrics::rejected;
 use crate::rejection::Rejection;
 use crate::state::Gateway;
 use crate::upstream::percent_encode;
@@ -69,11 +70,11 @@ pub(crate) async fn upload(
             &gateway.config.allowed_origins,
             client.scheme,
         ) {
-            refused("origin");
+            rejected("origin");
             return Err(Rejection::OriginNotAllowed);
         }
     } else if cookie_token(&parts.headers).is_some() {
-        refused("origin");
+        rejected("origin");
         return Err(Rejection::OriginRequired);
     }
     let limits = &gateway.config.limits;
@@ -87,7 +88,7 @@ pub(crate) async fn upload(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<u64>().ok());
     if declared.is_some_and(|length| length > body_limit) {
-        refused("file_too_large");
+        rejected("file_too_large");
         return Err(too_large);
     }
     // The service may answer before it has read the whole body (a refusal):
@@ -109,7 +110,7 @@ pub(crate) async fn upload(
         // The client's body, not the service, ended the request.
         Err(error) => match watch.early_end() {
             Some(EarlyEnd::OverLimit) => {
-                refused("file_too_large");
+                rejected("file_too_large");
                 Err(too_large)
             }
             Some(EarlyEnd::Stalled) => Err(Rejection::UploadStalled),
@@ -171,10 +172,6 @@ async fn fetch(
         .await
         .map_err(upstream_failed)?;
     Ok(streamed(answer))
-}
-
-fn refused(reason: &'static str) {
-    metrics::counter!("gateway_rejections_total", "reason" => reason).increment(1);
 }
 
 fn upstream_failed(error: crate::upstream::UpstreamError) -> Rejection {

@@ -2,7 +2,8 @@
 //! - `gateway_connections` (gauge): sockets being relayed now
 //! - `gateway_connections_total`: sockets ever relayed
 //! - `gateway_auth_failures_total{reason}`
-//! - `gateway_rejections_total{reason}`: origin, connect_rate, user_cap
+//! - `gateway_rejections_total{reason}`: origin, connect_rate, user_cap,
+//!   connection_cap, file_too_large
 //! - `gateway_rate_limited_frames_total{class}` (`chat`, `signal`),
 //!   `gateway_abuse_closes_total`
 //! - `gateway_upstream_errors_total{kind}`
@@ -14,6 +15,11 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Counts a request or connection refused before it reached the service.
+pub(crate) fn rejected(reason: &'static str) {
+    metrics::counter!("gateway_rejections_total", "reason" => reason).increment(1);
+}
 
 /// The process-wide recorder, installed on first use. Several gateways (and
 /// a chat service) may live in one process, so an already-installed recorder

@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use crate::admission::{origin_allowed, ClientView};
 use crate::auth::{mint_hs256_token, Identity, ACCESS_TOKEN_COOKIE};
 use crate::config::JwtKey;
+use crate::metrics::rejected;
 use crate::rejection::Rejection;
 use crate::relay::{serve, RelayContext};
 use crate::state::Gateway;
@@ -73,7 +74,7 @@ async fn chat_ws(
     // Per-IP rate first so that token guessing is throttled too.
     let client = ClientView::of(peer.ip(), &parts.headers, &gateway.config.trusted_proxies);
     if let Err(retry_after_secs) = gateway.connect_limiter.check(client.ip) {
-        reject_metric("connect_rate");
+        rejected("connect_rate");
         return Err(Rejection::ConnectRateLimited { retry_after_secs });
     }
     if !origin_allowed(
@@ -81,7 +82,7 @@ async fn chat_ws(
         &gateway.config.allowed_origins,
         client.scheme,
     ) {
-        reject_metric("origin");
+        rejected("origin");
         return Err(Rejection::OriginNotAllowed);
     }
     let identity = gateway.authenticate(&parts.headers)?;
@@ -91,7 +92,7 @@ async fn chat_ws(
         .try_acquire(&identity.user_id, limits.max_connections_per_user)
         .await
     else {
-        reject_metric("user_cap");
+        rejected("user_cap");
         return Err(Rejection::TooManyUserConnections);
     };
     let on_upgrade = parts
@@ -124,10 +125,6 @@ async fn chat_ws(
         .header(SEC_WEBSOCKET_ACCEPT, accept_key)
         .body(Body::empty())
         .expect("static response parts are valid"))
-}
-
-fn reject_metric(reason: &'static str) {
-    metrics::counter!("gateway_rejections_total", "reason" => reason).increment(1);
 }
 
 /// RFC 6455 opening-handshake checks; returns the `Sec-WebSocket-Accept` value.

@@ -408,19 +408,8 @@ impl Upstream {
                 .expect("Upstream::new refuses an empty node list");
             tried.push(index);
             match self.room_api_on(node, identity, &path).await {
-                Err(e) if e.node_is_down() && tried.len() < self.nodes.len() => {
-                    tracing::warn!(node = %node.label(), side = "upstream", error = %e, "room API request failed; trying another node");
-                    metrics::counter!("gateway_upstream_errors_total", "kind" => e.kind())
-                        .increment(1);
-                    node.mark_unhealthy(&e.to_string());
-                }
-                Err(e) => {
-                    if e.node_is_down() {
-                        node.mark_unhealthy(&e.to_string());
-                    }
-                    return Err(e);
-                }
-                Ok(answer) => return Ok(answer),
+                Err(e) if self.try_elsewhere(node, &e, true, &tried, "room API") => {}
+                answered => return answered,
             }
         }
     }
@@ -462,21 +451,33 @@ impl Upstream {
                 },
             };
             match sent.map_err(UpstreamError::Http) {
-                Err(e) if e.node_is_down() && retriable && tried.len() < self.nodes.len() => {
-                    tracing::warn!(node = %node.label(), side = "upstream", error = %e, "file request failed; trying another node");
-                    metrics::counter!("gateway_upstream_errors_total", "kind" => e.kind())
-                        .increment(1);
-                    node.mark_unhealthy(&e.to_string());
-                }
-                Err(e) => {
-                    if e.node_is_down() {
-                        node.mark_unhealthy(&e.to_string());
-                    }
-                    return Err(e);
-                }
-                Ok(answer) => return Ok(answer),
+                Err(e) if self.try_elsewhere(node, &e, retriable, &tried, "file") => {}
+                answered => return answered,
             }
         }
+    }
+
+    /// After a request to `node` failed with `e`: a node that could not be
+    /// reached is marked unhealthy, and the request goes to another node if
+    /// it may be sent again and one is left to try.
+    fn try_elsewhere(
+        &self,
+        node: &Node,
+        e: &UpstreamError,
+        may_resend: bool,
+        tried: &[usize],
+        request: &'static str,
+    ) -> bool {
+        if !e.node_is_down() {
+            return false;
+        }
+        node.mark_unhealthy(&e.to_string());
+        let elsewhere = may_resend && tried.len() < self.nodes.len();
+        if elsewhere {
+            tracing::warn!(node = %node.label(), side = "upstream", error = %e, request, "request failed; trying another node");
+            metrics::counter!("gateway_upstream_errors_total", "kind" => e.kind()).increment(1);
+        }
+        elsewhere
     }
 
     async fn room_api_on(
