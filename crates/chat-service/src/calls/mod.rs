@@ -210,28 +210,18 @@ impl Calls {
                 invitees,
             } => self.start(&caller, &room, media, invitees),
             CallOp::Accept { call, who } => {
-                let update = self
-                    .registry
-                    .accept(call.as_str(), &who, self.limits.max_participants)
-                    .map_err(refused)?;
-                self.apply(update, Some(&who));
-                Ok(())
+                let update =
+                    self.registry
+                        .accept(call.as_str(), &who, self.limits.max_participants);
+                self.answered(update, &who)
             }
             CallOp::Decline { call, who } => {
-                let update = self
-                    .registry
-                    .decline(call.as_str(), &who.user)
-                    .map_err(refused)?;
-                self.apply(update, Some(&who));
-                Ok(())
+                let update = self.registry.decline(call.as_str(), &who.user);
+                self.answered(update, &who)
             }
             CallOp::Hangup { call, who } => {
-                let update = self
-                    .registry
-                    .hangup(call.as_str(), &who.user)
-                    .map_err(refused)?;
-                self.apply(update, Some(&who));
-                Ok(())
+                let update = self.registry.hangup(call.as_str(), &who.user);
+                self.answered(update, &who)
             }
             CallOp::Signal {
                 call,
@@ -251,6 +241,16 @@ impl Calls {
                 Ok(())
             }
         }
+    }
+
+    /// What one participant asked for was decided: refused, or applied.
+    fn answered(
+        self: &Arc<Self>,
+        update: Result<Update, CallError>,
+        who: &Party,
+    ) -> Result<(), ProtoError> {
+        self.apply(update.map_err(refused)?, Some(who));
+        Ok(())
     }
 
     /// Calls the invitees (the session decided who may call, and whom), or

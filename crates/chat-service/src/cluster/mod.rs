@@ -451,26 +451,15 @@ impl Cluster {
                 }
             }
             Outgoing::Hosted { room, hosted } => {
-                let key = node_rooms_key(self.node);
-                let done = if hosted {
-                    tokio::time::timeout(
-                        REDIS_TIMEOUT,
-                        redis::cmd("SADD")
-                            .arg(key)
-                            .arg(room.as_str())
-                            .exec_async(&mut redis),
-                    )
-                    .await
-                } else {
-                    tokio::time::timeout(
-                        REDIS_TIMEOUT,
-                        redis::cmd("SREM")
-                            .arg(key)
-                            .arg(room.as_str())
-                            .exec_async(&mut redis),
-                    )
-                    .await
-                };
+                let command = if hosted { "SADD" } else { "SREM" };
+                let done = tokio::time::timeout(
+                    REDIS_TIMEOUT,
+                    redis::cmd(command)
+                        .arg(node_rooms_key(self.node))
+                        .arg(room.as_str())
+                        .exec_async(&mut redis),
+                )
+                .await;
                 match done {
                     Ok(Ok(())) => Ok(()),
                     failed => Err(describe(failed)),
