@@ -16,6 +16,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub use chat_testkit::RedisServer;
+
 pub const SERVICE: &str = env!("CARGO_BIN_EXE_chat-service");
 pub const GATEWAY: &str = env!("CARGO_BIN_EXE_chat-gateway");
 pub const KEY: &str = "cluster-test-internal-key";
@@ -23,83 +25,6 @@ pub const JWT_SECRET: &str = "cluster-test-jwt-secret-of-32-bytes!";
 pub const WAIT: Duration = Duration::from_secs(15);
 /// What the suite sets `PRESENCE_TTL_SECS` to.
 pub const PRESENCE_TTL_SECS: u64 = 3;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub struct Redis {
-    pub port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    pub async fn start() -> Redis {
-        Redis::start_on(free_port()).await
-    }
-
-    /// A fresh, empty server (as after a crash: nothing kept).
-    pub async fn start_on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "SKIPPED is not an option here: the cluster suite was asked for, but \
-                     redis-server cannot be started ({e}); apt-get install redis-server"
-                )
-            });
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Ok(mut conn) = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-            {
-                if redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-                {
-                    break;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server answers"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Redis {
-            port,
-            child: Some(child),
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL: everything it held is gone.
-    pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-        }
-    }
-
-    pub async fn restart(&mut self) {
-        self.kill().await;
-        *self = Redis::start_on(self.port).await;
-    }
-}
 
 /// A service node (`chat-service`) in cluster mode.
 pub struct Node {

@@ -11,15 +11,15 @@ mod backends;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use harness::{eventually, Client, Gateway, Node, Redis, PRESENCE_TTL_SECS};
+use harness::{eventually, Client, Gateway, Node, RedisServer, PRESENCE_TTL_SECS};
 use serde_json::{json, Value};
 
 const NEEDS: &str =
     "needs PostgreSQL (TEST_POSTGRES_URL) and redis-server; run with --include-ignored";
 
-async fn cluster(nodes: usize) -> (backends::TestDb, Redis, Vec<Node>) {
+async fn cluster(nodes: usize) -> (backends::TestDb, RedisServer, Vec<Node>) {
     let db = backends::postgres().await;
-    let redis = Redis::start().await;
+    let redis = RedisServer::start().await;
     let mut started = Vec::new();
     for _ in 0..nodes {
         started.push(Node::start(&db.url, &redis.url()).await);
@@ -318,9 +318,10 @@ async fn nothing_is_lost_while_redis_restarts() {
             .await
             .expect("the flood goes on")
             .unwrap();
-        redis.kill().await;
+        let port = redis.port;
+        redis.kill();
         tokio::time::sleep(Duration::from_millis(800)).await;
-        redis.restart().await;
+        redis = RedisServer::start_on(port).await;
     }
     for publisher in publishers {
         publisher.await.unwrap();

@@ -107,6 +107,31 @@ impl Files {
         request
     }
 
+    /// `user`'s upload of `bytes` to `room`, which must be accepted: its
+    /// answer.
+    async fn uploaded(
+        &self,
+        room: &str,
+        user: &str,
+        name: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> Value {
+        let auth = bearer(user);
+        let sent = self
+            .upload(
+                room,
+                &[("authorization", &auth)],
+                multipart(name, content_type, bytes).into(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let (status, info) = answer(sent).await;
+        assert_eq!(status, 201, "{info}");
+        info
+    }
+
     fn get(&self, path: &str, user: &str) -> reqwest::RequestBuilder {
         reqwest::Client::new()
             .get(self.url(path))
@@ -128,19 +153,9 @@ async fn files_stream_through_the_gateway_with_the_services_headers() {
     let files = start(|_| {}).await;
     let auth = bearer("ann");
     let bytes = document(3 * 1024 * 1024 + 17, 1);
-    let (status, info) = answer(
-        files
-            .upload(
-                "lobby",
-                &[("authorization", &auth)],
-                multipart("big.pdf", "application/pdf", &bytes).into(),
-            )
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 201, "{info}");
+    let info = files
+        .uploaded("lobby", "ann", "big.pdf", "application/pdf", &bytes)
+        .await;
     assert_eq!(info["size"], bytes.len());
     assert_eq!(info["contentType"], "application/pdf");
     let url = info["url"].as_str().unwrap().to_owned();
@@ -601,19 +616,9 @@ async fn a_download_nobody_reads_is_cut_off() {
     let auth = bearer("ann");
     // Far more than the kernel buffers on both sides hold.
     let bytes = document(24 << 20, 9);
-    let (status, info) = answer(
-        files
-            .upload(
-                "lobby",
-                &[("authorization", &auth)],
-                multipart("large.pdf", "application/pdf", &bytes).into(),
-            )
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 201, "{info}");
+    let info = files
+        .uploaded("lobby", "ann", "large.pdf", "application/pdf", &bytes)
+        .await;
     let url = info["url"].as_str().unwrap().to_owned();
 
     let socket = tokio::net::TcpSocket::new_v4().unwrap();

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chat_gateway::{GatewayConfig, RedisConfig};
-use common::redis_server::RedisServer;
+use chat_testkit::RedisServer;
 use common::*;
 
 const CAP: u32 = 2;

@@ -5,77 +5,14 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chat_files::{Blob, FileStore, StoreConfig};
+use chat_testkit::MotoServer;
 use common::backends;
 use common::files::*;
 use common::{TestServer, WAIT};
 use serde_json::json;
-use tokio::process::{Child, Command};
-
-const NEEDS: &str =
-    "needs an S3-compatible server: moto_server (pip install 'moto[server]'), started by the test";
-
-struct MotoServer {
-    child: Child,
-    port: u16,
-}
-
-impl MotoServer {
-    async fn start() -> MotoServer {
-        let binary = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&binary)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("cannot start {binary:?} ({error}): this suite {NEEDS}")
-            });
-        let mut server = MotoServer { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let client = reqwest::Client::new();
-        loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("moto_server exited ({status}) before serving; this suite {NEEDS}");
-            }
-            if client.get(server.url("/")).send().await.is_ok() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not answer within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let created = client.put(server.url("/chat-files")).send().await.unwrap();
-        assert!(
-            created.status().is_success(),
-            "creating the bucket: {}",
-            created.status()
-        );
-        server
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn store_url(&self) -> String {
-        format!(
-            "s3://chat-files/uploads?endpoint={}&region=us-east-1&access_key_id=test&secret_access_key=test",
-            self.url("")
-        )
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs an S3-compatible server: moto_server (pip install 'moto[server]'), started by the test"]
@@ -91,12 +28,14 @@ async fn files_live_in_an_s3_store_with_postgres() {
 
 async fn files_live_in_an_s3_store(db: backends::TestDb) {
     let moto = MotoServer::start().await;
+    moto.create_bucket("chat-files").await;
+    let store_url = moto.store_url("chat-files", "uploads");
     let scratch = tempfile::tempdir().unwrap();
     let mut config = config(&db, scratch.path());
-    config.files.store = Some(moto.store_url());
+    config.files.store = Some(store_url.clone());
     config.files.orphan_after = Duration::from_millis(500);
     let server = TestServer::start(config).await;
-    let bucket = FileStore::open(&StoreConfig::from_url(&moto.store_url()).unwrap())
+    let bucket = FileStore::open(&StoreConfig::from_url(&store_url).unwrap())
         .await
         .unwrap();
 

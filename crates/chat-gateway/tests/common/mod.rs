@@ -17,8 +17,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub mod redis_server;
-
 pub const KEY: &str = "test-internal-key";
 pub const SECRET: &str = "test-secret-for-hs256-of-32-bytes";
 pub const WAIT: Duration = Duration::from_secs(5);

@@ -1,11 +1,10 @@
-//! A `redis-server` of a test's own on a free loopback port, killed when
-//! dropped (never the machine's shared one). Tests that use it are
-//! `#[ignore]`d; asked for without the binary installed, they fail.
+//! A `redis-server`, so that a test can kill and restart it.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{eventually, WAIT};
+/// How long a fresh server may take to answer.
+const START_WAIT: Duration = Duration::from_secs(15);
 
 pub struct RedisServer {
     pub port: u16,
@@ -14,12 +13,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        RedisServer::start_on(port).await
+        RedisServer::start_on(crate::free_port()).await
     }
 
     /// A fresh, empty server on `port` (a Redis that came back after a
@@ -38,16 +32,18 @@ impl RedisServer {
                 )
             });
         let mut server = RedisServer { port, child };
-        let url = server.url();
-        eventually("redis-server to answer PING", WAIT, || {
-            let url = url.clone();
-            async move { ping(&url).await.then_some(()) }
-        })
-        .await;
-        assert!(
-            server.child.try_wait().unwrap().is_none(),
-            "redis-server on port {port} exited"
-        );
+        let deadline = tokio::time::Instant::now() + START_WAIT;
+        while !ping(&server.url()).await {
+            assert!(
+                server.child.try_wait().unwrap().is_none(),
+                "redis-server on port {port} exited"
+            );
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server on port {port} did not answer within {START_WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         server
     }
 
@@ -55,7 +51,7 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// SIGKILL, and wait until it is gone.
+    /// SIGKILL, and wait until it is gone: everything it held is lost.
     pub fn kill(mut self) {
         self.stop();
     }
@@ -65,7 +61,7 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
-    /// A connection for a test's own look at what the gateways stored.
+    /// A connection for a test's own look at what is stored.
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
             .unwrap()
