@@ -2,6 +2,10 @@
 //! listeners, the printed URLs, dev login, a socket through the gateway,
 //! graceful exit on SIGTERM; and `chat token`.
 
+mod binaries;
+
+use binaries::refusal;
+
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -12,17 +16,9 @@ use tokio::process::{Child, Command};
 const CHAT: &str = env!("CARGO_BIN_EXE_chat");
 
 fn chat_command() -> Command {
-    let mut command = Command::new(CHAT);
+    let mut command = binaries::chat();
     command
-        .env_remove("JWT_SECRET")
-        .env_remove("JWT_PUBLIC_KEY")
-        .env_remove("INTERNAL_API_KEY")
-        .env("PORT", "0")
-        .env("SERVICE_PORT", "0")
-        .env("HOST", "127.0.0.1")
-        .env("DATABASE_URL", "memory:")
         .env("METRICS_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -238,15 +234,6 @@ async fn dev_login_listens_on_loopback_unless_host_is_given() {
 /// with one line saying why; it never falls back to development login.
 #[tokio::test]
 async fn empty_or_short_secrets_are_refused_at_start() {
-    let refusal = |mut command: Command| async move {
-        command.stdout(Stdio::null()).stderr(Stdio::piped());
-        let output = tokio::time::timeout(Duration::from_secs(30), command.output())
-            .await
-            .expect("exits at once")
-            .unwrap();
-        assert!(!output.status.success(), "started anyway");
-        String::from_utf8(output.stderr).unwrap()
-    };
     for secret in ["", "short", "0123456789abcdef0123456789abcde"] {
         let mut command = chat_command();
         command.env("JWT_SECRET", secret);
@@ -312,20 +299,12 @@ async fn cluster_mode_on_a_store_nodes_cannot_share_is_refused() {
             .env("PORT", "0")
             .env("DATABASE_URL", store)
             .env("REDIS_URL", "redis://127.0.0.1:1")
-            .env("METRICS_ADDR", "")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env("METRICS_ADDR", "");
         let mut chat = chat_command();
         chat.env("DATABASE_URL", store)
-            .env("REDIS_URL", "redis://127.0.0.1:1")
-            .stderr(Stdio::piped());
-        for mut command in [service, chat] {
-            let output = tokio::time::timeout(Duration::from_secs(30), command.output())
-                .await
-                .expect("exits at once")
-                .unwrap();
-            assert!(!output.status.success(), "started anyway on {store}");
-            let stderr = String::from_utf8(output.stderr).unwrap();
+            .env("REDIS_URL", "redis://127.0.0.1:1");
+        for command in [service, chat] {
+            let stderr = refusal(command).await;
             assert!(
                 stderr.contains("cluster mode (REDIS_URL) needs a PostgreSQL DATABASE_URL"),
                 "{stderr}"

@@ -2,29 +2,14 @@
 //! TURN_TTL_SECS) from the environment, serve them at
 //! `/chat/api/rtc/ice-servers`, and refuse bad ones at start with one line.
 
-use std::process::Stdio;
-use std::time::Duration;
+mod binaries;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use binaries::{chat, gateway_port, refusal};
+
 use tokio::process::Command;
 
 const JWT_SECRET: &str = "call-settings-secret-of-at-least-32-bytes";
 const TURN_SECRET: &str = "call-settings-turn-secret-0123456789";
-
-fn chat() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
-    command
-        .env_remove("JWT_SECRET")
-        .env_remove("JWT_PUBLIC_KEY")
-        .env_remove("INTERNAL_API_KEY")
-        .env("PORT", "0")
-        .env("SERVICE_PORT", "0")
-        .env("HOST", "127.0.0.1")
-        .env("DATABASE_URL", "memory:")
-        .env("METRICS_ADDR", "")
-        .env("RUST_LOG", "warn");
-    command
-}
 
 fn gateway() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_chat-gateway"));
@@ -44,20 +29,6 @@ fn without_call_settings(command: &mut Command) -> &mut Command {
         command.env_remove(name);
     }
     command
-}
-
-/// Runs a command that must refuse to start; returns what it printed on stderr.
-async fn refusal(mut command: Command) -> String {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
-        .await
-        .expect("exits at once")
-        .unwrap();
-    assert!(!output.status.success(), "started anyway");
-    String::from_utf8(output.stderr).unwrap()
 }
 
 #[tokio::test]
@@ -100,28 +71,6 @@ async fn bad_call_settings_stop_both_binaries_with_one_line() {
             assert!(!stderr.contains(TURN_SECRET), "{stderr}");
         }
     }
-}
-
-/// Starts `command` and returns the port of its "chat-gateway listening on" line.
-async fn gateway_port(command: &mut Command) -> (tokio::process::Child, u16) {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let mut child = command.spawn().expect("starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let port = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(address) = line.strip_prefix("chat-gateway listening on http://") {
-                return address.rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
-            }
-        }
-        panic!("no listening line");
-    })
-    .await
-    .expect("prints its address");
-    (child, port)
 }
 
 #[tokio::test]

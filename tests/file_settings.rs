@@ -3,27 +3,18 @@
 //! its gateway the service's upload limit, and refuse a bad store at start
 //! with one line.
 
-use std::process::Stdio;
-use std::time::Duration;
+mod binaries;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use binaries::{gateway_port, refusal};
+
 use tokio::process::Command;
 
 const JWT_SECRET: &str = "file-settings-secret-of-at-least-32-bytes";
 const BOUNDARY: &str = "----file-settings-boundary";
 
 fn chat() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chat"));
-    command
-        .env_remove("JWT_PUBLIC_KEY")
-        .env_remove("INTERNAL_API_KEY")
-        .env("JWT_SECRET", JWT_SECRET)
-        .env("PORT", "0")
-        .env("SERVICE_PORT", "0")
-        .env("HOST", "127.0.0.1")
-        .env("DATABASE_URL", "memory:")
-        .env("METRICS_ADDR", "")
-        .env("RUST_LOG", "warn");
+    let mut command = binaries::chat();
+    command.env("JWT_SECRET", JWT_SECRET);
     command
 }
 
@@ -36,28 +27,6 @@ fn multipart(name: &str, content_type: &str, bytes: &[u8]) -> Vec<u8> {
     body.extend_from_slice(bytes);
     body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
     body
-}
-
-/// Starts `command` and returns the port of its "chat-gateway listening on" line.
-async fn gateway_port(command: &mut Command) -> (tokio::process::Child, u16) {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let mut child = command.spawn().expect("starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let port = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(address) = line.strip_prefix("chat-gateway listening on http://") {
-                return address.rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
-            }
-        }
-        panic!("no listening line");
-    })
-    .await
-    .expect("prints its address");
-    (child, port)
 }
 
 fn token(user: &str) -> String {
@@ -147,16 +116,8 @@ async fn a_bad_file_store_stops_the_binaries_with_one_line() {
             command
                 .env("FILE_STORE_URL", url)
                 // Only the refusal: no warnings about the open-files limit.
-                .env("RUST_LOG", "error")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            let output = tokio::time::timeout(Duration::from_secs(30), command.output())
-                .await
-                .expect("exits at once")
-                .unwrap();
-            assert!(!output.status.success(), "{url:?}: started anyway");
-            let stderr = String::from_utf8(output.stderr).unwrap();
+                .env("RUST_LOG", "error");
+            let stderr = refusal(command).await;
             assert!(stderr.contains("FILE_STORE_URL"), "{url:?}: {stderr}");
             assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
         }
