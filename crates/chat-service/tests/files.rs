@@ -763,34 +763,13 @@ crate::on_every_store!(
     uploads_never_sent_are_deleted_after_the_orphan_age,
 );
 
-mod memory {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn messages_carry_attachments() {
-        messages_carry_attachments_live_in_history_and_after_a_restart(backends::memory()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn attachment_rules() {
-        only_the_senders_unsent_uploads_to_the_room_can_be_attached(backends::memory()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn deletions_delete_files() {
-        deleting_a_message_deletes_its_files(backends::memory()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn orphans_are_deleted() {
-        uploads_never_sent_are_deleted_after_the_orphan_age(backends::memory()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn members_only_files() {
-        members_only_rooms_admit_their_members_to_files(backends::memory()).await;
-    }
-}
+crate::on_the_memory_store!(
+    messages_carry_attachments_live_in_history_and_after_a_restart,
+    only_the_senders_unsent_uploads_to_the_room_can_be_attached,
+    deleting_a_message_deletes_its_files,
+    uploads_never_sent_are_deleted_after_the_orphan_age,
+    members_only_rooms_admit_their_members_to_files,
+);
 
 #[tokio::test]
 async fn without_a_file_store_uploads_are_refused_and_nothing_is_found() {

@@ -525,17 +525,11 @@ crate::on_every_store!(
     members_lists_people_with_status,
 );
 
-mod memory {
-    use super::*;
-    use common::backends::memory;
-
-    #[tokio::test]
-    async fn rooms_and_dms() {
-        members_only_rooms_refuse_everyone_else(memory()).await;
-        membership_is_managed_by_the_application(memory()).await;
-        direct_messages_reach_both_users_everywhere(memory()).await;
-        conversations_are_listed_most_recent_first(memory()).await;
-        blocked_senders_reach_nobody(memory()).await;
-        members_lists_people_with_status(memory()).await;
-    }
-}
+crate::on_the_memory_store!(
+    members_only_rooms_refuse_everyone_else,
+    membership_is_managed_by_the_application,
+    direct_messages_reach_both_users_everywhere,
+    conversations_are_listed_most_recent_first,
+    blocked_senders_reach_nobody,
+    members_lists_people_with_status,
+);

@@ -503,31 +503,13 @@ crate::on_every_store!(
     moderators_delete_any_message,
 );
 
-/// The memory store applies the same rules (no restart to survive).
-mod memory {
-    use super::*;
-    use common::backends::memory;
-
-    #[tokio::test]
-    async fn edits() {
-        edits_reach_everyone_after_commit(memory()).await;
-    }
-
-    #[tokio::test]
-    async fn deletes() {
-        deletes_erase_and_stay_in_place(memory()).await;
-    }
-
-    #[tokio::test]
-    async fn reactions() {
-        reactions_count_and_no_ops_are_silent(memory()).await;
-        reaction_user_lists_are_bounded(memory()).await;
-        reaction_order_follows_the_oldest_remaining_reaction(memory()).await;
-    }
-
-    #[tokio::test]
-    async fn unread_and_moderation() {
-        unread_skips_deleted_messages(memory()).await;
-        moderators_delete_any_message(memory()).await;
-    }
-}
+// The memory store applies the same rules (no restart to survive).
+crate::on_the_memory_store!(
+    edits_reach_everyone_after_commit,
+    deletes_erase_and_stay_in_place,
+    reactions_count_and_no_ops_are_silent,
+    reaction_user_lists_are_bounded,
+    reaction_order_follows_the_oldest_remaining_reaction,
+    unread_skips_deleted_messages,
+    moderators_delete_any_message,
+);

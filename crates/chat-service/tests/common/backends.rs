@@ -89,3 +89,19 @@ macro_rules! on_every_store {
         }
     };
 }
+
+/// The same on the memory store, for the cases it can run (it keeps
+/// nothing across a restart).
+#[macro_export]
+macro_rules! on_the_memory_store {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($crate::common::backends::memory()).await;
+                }
+            )*
+        }
+    };
+}
