@@ -11,8 +11,8 @@ use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use crate::client::RoomId;
 use crate::error::{ErrorCode, ProtoError};
+use crate::ids::RoomId;
 use crate::time::iso_millis;
 
 /// Largest `signal` a client may relay, in bytes as sent. An SDP offer with

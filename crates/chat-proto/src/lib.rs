@@ -23,13 +23,15 @@ pub mod api;
 pub mod call;
 pub mod client;
 pub mod error;
+pub mod ids;
 pub mod limits;
 pub mod rate;
 pub mod server;
 pub mod time;
 
-pub use client::{parse_client_frame, ClientEvent, MessageId, RoomId};
+pub use client::{parse_client_frame, ClientEvent};
 pub use error::{ErrorCode, ProtoError};
+pub use ids::{MessageId, RoomId};
 pub use limits::ProtoLimits;
 pub use rate::{rate_class, RateClass};
 pub use server::{

@@ -17,7 +17,7 @@ use chat_proto::api::{
     StatsResponse, SystemMessageRequest, SystemMessageResponse, INTERNAL_KEY_HEADER,
     USERNAME_HEADER, USER_ID_HEADER,
 };
-use chat_proto::client::RoomAccess;
+use chat_proto::ids::RoomAccess;
 use chat_proto::{ErrorCode, MessageId, MessageKind, ProtoError, RoomEvent, RoomId};
 use percent_encoding::percent_decode_str;
 use serde_json::json;

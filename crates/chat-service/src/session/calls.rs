@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use chat_proto::call::{CallMedia, CallRequest};
-use chat_proto::client::RoomAccess;
+use chat_proto::ids::RoomAccess;
 use chat_proto::{ProtoError, RoomId};
 
 use super::{not_in_room, store_failed, Session};

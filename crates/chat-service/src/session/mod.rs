@@ -10,7 +10,7 @@ mod people;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use chat_proto::client::RoomAccess;
+use chat_proto::ids::RoomAccess;
 use chat_proto::{
     parse_client_frame, ClientEvent, DmPeer, ErrorCode, MessageId, MessageKind, ProtoError,
     RoomEvent, RoomId, ServerEvent,

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use chat_proto::client::{RoomAccess, MAX_PRESENCE_SUBSCRIPTIONS};
+use chat_proto::client::MAX_PRESENCE_SUBSCRIPTIONS;
+use chat_proto::ids::RoomAccess;
 use chat_proto::{ErrorCode, Member, ProtoError, RoomId, ServerEvent};
 
 use super::{depart, forbidden_room, not_in_room, store_failed, Session};

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chat_proto::client::RoomAccess;
+use chat_proto::ids::RoomAccess;
 use chat_proto::server::MAX_REACTION_USERS;
 use chat_proto::{
     ChatMessage, DmConversation, HistoryItem, ReactionSummary, Receipt, RoomEvent, RoomId,

@@ -216,7 +216,7 @@ pub fn dm_room_id(a: &str, b: &str) -> RoomId {
         .map(|byte| format!("{byte:02x}"))
         .collect();
     RoomId::parse(
-        &format!("{}{hex}", chat_proto::client::DM_ROOM_PREFIX),
+        &format!("{}{hex}", chat_proto::ids::DM_ROOM_PREFIX),
         &chat_proto::ProtoLimits::default(),
     )
     .expect("dm: and 32 hex digits is a room id")

@@ -500,10 +500,7 @@ async fn append(
     // A direct conversation's list position follows its last message.
     let mut dm_activity: BTreeMap<&str, i64> = BTreeMap::new();
     for message in &stored_messages {
-        if message
-            .room_id
-            .starts_with(chat_proto::client::DM_ROOM_PREFIX)
-        {
+        if message.room_id.starts_with(chat_proto::ids::DM_ROOM_PREFIX) {
             dm_activity.insert(&message.room_id, message.timestamp_ms);
         }
     }
