@@ -91,7 +91,7 @@ impl Orderer {
                 order.held_bytes -= frame.len();
             }
         }
-        self.drain(room, order);
+        self.drain(room.as_str(), order);
     }
 
     /// The rooms followed, and how far each was delivered.
@@ -112,11 +112,7 @@ impl Orderer {
     /// was delivered already. Returns the connections it reached now.
     pub(super) fn offer(self: &Arc<Self>, room: &str, seq: u64, frame: Frame) -> usize {
         let mut rooms = self.rooms();
-        let Some((room_id, order)) = rooms
-            .get_key_value(room)
-            .map(|(k, _)| k.clone())
-            .and_then(|k| rooms.get_mut(&k).map(|order| (k, order)))
-        else {
+        let Some(order) = rooms.get_mut(room) else {
             // Nobody here is in the room.
             return 0;
         };
@@ -131,13 +127,15 @@ impl Orderer {
         if seq == through + 1 && !order.filling {
             let reached = self.deliver(room, seq, &frame);
             order.through = Some(seq);
-            return reached + self.drain(&room_id, order);
+            return reached + self.drain(room, order);
         }
         self.hold(order, seq, frame);
         if !order.filling {
             self.metrics.gaps.increment(1);
             order.filling = true;
-            tokio::spawn(self.clone().fill(room_id));
+            if let Some((room_id, _)) = rooms.get_key_value(room) {
+                tokio::spawn(self.clone().fill(room_id.clone()));
+            }
         }
         0
     }
@@ -174,7 +172,7 @@ impl Orderer {
     }
 
     /// Delivers what is held right after `through`.
-    fn drain(&self, room: &RoomId, order: &mut RoomOrder) -> usize {
+    fn drain(&self, room: &str, order: &mut RoomOrder) -> usize {
         let mut reached = 0;
         let Some(mut through) = order.through else {
             return 0;
@@ -182,7 +180,7 @@ impl Orderer {
         while let Some(frame) = order.held.remove(&(through + 1)) {
             order.held_bytes -= frame.len();
             through += 1;
-            reached += self.deliver(room.as_str(), through, &frame);
+            reached += self.deliver(room, through, &frame);
         }
         order.through = Some(through);
         reached
@@ -238,7 +236,7 @@ impl Orderer {
             through = seq;
         }
         order.through = Some(through);
-        self.drain(room, order);
+        self.drain(room.as_str(), order);
         if page.len() == FILL_PAGE {
             return Filled::More;
         }
@@ -261,7 +259,7 @@ impl Orderer {
         let first = *order.held.keys().next().expect("a gap means held frames");
         tracing::error!(room = ?room.as_str(), from = through, to = first, "gap the database cannot fill; skipping ahead");
         order.through = Some(first - 1);
-        self.drain(room, order);
+        self.drain(room.as_str(), order);
         order.filling = false;
         Filled::Done
     }
